@@ -1,0 +1,148 @@
+/**
+ * What `send`, `healthcare` and `demo` share: the connection flags, the
+ * sender built from them, progress on a terminal, and the closing summary.
+ *
+ * @module
+ */
+import { existsSync } from "node:fs";
+import { connectTransport, type TransportOptions } from "../client/tls_transport.ts";
+import { Sender, type SenderEvent, type SendSummary } from "../client/sender.ts";
+import { ALPN_V2 } from "../shared/protocol.ts";
+import { readPemFile } from "../shared/pem_files.ts";
+import { type CommandSpec, durationFlag, type FlagSpec, intFlag, type ParsedFlags, stringFlag } from "./flags.ts";
+
+/** The default CA: $TLSLOG_CA, else certs/ca.crt when it exists. */
+export function defaultCaPath(): string | undefined {
+  const env = Deno.env.get("TLSLOG_CA");
+  if (env) return env;
+  return existsSync("certs/ca.crt") ? "certs/ca.crt" : undefined;
+}
+
+/** Flags of every command that connects to a collector. */
+export const CONNECT_FLAGS: Record<string, FlagSpec> = {
+  host: { type: "string", default: "localhost", help: "collector host name (checked against its certificate)" },
+  port: { type: "string", default: "8443", help: "collector port" },
+  ca: {
+    type: "string",
+    arg: "file",
+    help:
+      "CA certificate to verify the collector with (default: $TLSLOG_CA, else certs/ca.crt if present, else system roots)",
+  },
+  insecure: { type: "boolean", help: "DANGEROUS: do not verify the collector's certificate or host name" },
+};
+
+/** Flags of commands that send entries. */
+export const SEND_FLAGS: Record<string, FlagSpec> = {
+  ...CONNECT_FLAGS,
+  "batch-size": { type: "string", default: "1000", help: "entries per batch" },
+  "max-in-flight": { type: "string", default: "16", help: "batches sent before their acks return" },
+  "gzip-level": { type: "string", default: "1", help: "gzip level 1 (fastest) to 9 (smallest)" },
+  retries: { type: "string", default: "10", help: "failed connection attempts in a row before giving up" },
+  "retry-max-delay": { type: "string", default: "30s", help: "cap of the exponential backoff (1 s, 2 s, 4 s ...)" },
+};
+
+/** Builds transport options from the connection flags; warns loudly for --insecure. */
+export function transportFromFlags(flags: ParsedFlags, spec: CommandSpec, warn: (m: string) => void): TransportOptions {
+  const insecure = flags.values.insecure === true;
+  const caPath = stringFlag(flags, "ca") ?? (insecure ? undefined : defaultCaPath());
+  if (insecure) {
+    warn(
+      "WARNING: --insecure: the collector's certificate and host name are NOT verified; " +
+        "anyone on the network path can read and alter these logs.",
+    );
+  }
+  return {
+    host: stringFlag(flags, "host")!,
+    port: intFlag(flags, spec, "port", 1, 65535),
+    caCert: caPath && !insecure ? readPemFile(caPath, "--ca") : undefined,
+    insecure,
+    alpnProtocols: [ALPN_V2],
+  };
+}
+
+/** Builds a sender from the send flags. */
+export function senderFromFlags(
+  flags: ParsedFlags,
+  spec: CommandSpec,
+  onEvent: (e: SenderEvent) => void,
+  warn: (m: string) => void,
+): Sender {
+  const transport = transportFromFlags(flags, spec, warn);
+  return new Sender({
+    connect: () => connectTransport(transport),
+    batchSize: intFlag(flags, spec, "batch-size", 1, 100_000),
+    maxInFlight: intFlag(flags, spec, "max-in-flight", 1, 1024),
+    gzipLevel: intFlag(flags, spec, "gzip-level", 1, 9),
+    retries: intFlag(flags, spec, "retries", 0, 1_000_000),
+    backoff: { maxMs: durationFlag(flags, spec, "retry-max-delay", 1000, 3_600_000) },
+    onEvent,
+  });
+}
+
+/** Prints sender events to stderr; returns a function that stops the progress line. */
+export function reportEvents(command: string, sender: () => Sender | undefined): {
+  onEvent: (e: SenderEvent) => void;
+  stop: () => void;
+} {
+  const tty = Deno.stderr.isTerminal();
+  const started = performance.now();
+  let shown = false;
+  const encoder = new TextEncoder();
+  const timer = tty
+    ? setInterval(() => {
+      const s = sender()?.summary;
+      if (!s) return;
+      const secs = (performance.now() - started) / 1000;
+      const line = `\r${command}: ${s.entries.toLocaleString("en-US")} read, ` +
+        `${s.acknowledged.toLocaleString("en-US")} acknowledged, ${
+          Math.round(s.acknowledged / secs).toLocaleString("en-US")
+        }/s`;
+      Deno.stderr.writeSync(encoder.encode(line + "\x1b[K"));
+      shown = true;
+    }, 500)
+    : undefined;
+  const clearLine = () => {
+    if (shown) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    shown = false;
+  };
+  return {
+    onEvent(e) {
+      clearLine();
+      if (e.type === "retry") {
+        console.error(
+          `${command}: connection failed (${e.error}); retry ${e.attempt} in ${(e.delayMs / 1000).toFixed(1)} s`,
+        );
+      } else if (e.type === "rejected") {
+        console.error(`${command}: ${e.source}:${e.line}: rejected by server: ${e.error}`);
+      } else if (e.attempt > 0) {
+        console.error(`${command}: connected after ${e.attempt} failed attempts; resending unacknowledged batches`);
+      }
+    },
+    stop() {
+      clearInterval(timer);
+      clearLine();
+    },
+  };
+}
+
+/** The closing summary, one `name value` row per line. */
+export function formatSummary(summary: SendSummary, seconds: number, extra: [string, string | number][] = []): string {
+  const ratio = summary.rawBytes === 0 ? 0 : summary.compressedBytes / summary.rawBytes;
+  const rows: [string, string | number][] = [
+    ["entries", summary.entries],
+    ["acknowledged", summary.acknowledged],
+    ["rejected by server", summary.rejected.length],
+    ...extra,
+    ["raw bytes", summary.rawBytes],
+    ["compressed bytes", summary.compressedBytes],
+    ["compression ratio", ratio.toFixed(3)],
+    ["batches", summary.batches],
+    ["batches resent", summary.resentBatches],
+    ["duplicates suppressed", summary.duplicates],
+    ["retries", summary.retries],
+    ["seconds", seconds.toFixed(2)],
+    ["entries/s", Math.round(summary.acknowledged / Math.max(seconds, 1e-3))],
+  ];
+  return "summary:\n" +
+    rows.map(([k, v]) => `  ${k.padEnd(22)} ${typeof v === "number" ? v.toLocaleString("en-US") : v}`).join("\n");
+}

@@ -1,0 +1,129 @@
+/**
+ * `tlslog serve`: the collector, with its dashboard, until SIGINT or SIGTERM.
+ *
+ * @module
+ */
+import { createDashboardApp } from "../dashboard/dashboard_app.ts";
+import { type Collector, type CollectorOptions, ListenError, startCollector } from "../server/collector.ts";
+import { readPemFile } from "../shared/pem_files.ts";
+import { type CommandSpec, formatHelp, intFlag, type ParsedFlags, parseFlags, sizeFlag, stringFlag } from "./flags.ts";
+
+/** The command's flags and help. */
+export const serveSpec: CommandSpec = {
+  name: "serve",
+  summary:
+    "Run the collector: receive entries over TLS (protocol v1 and v2 on one port), store them in rotating .jsonl files, serve the dashboard.",
+  usage: "tlslog serve [flags]",
+  flags: {
+    host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
+    port: { type: "string", default: "8443", help: "TLS port (0 picks a free one)" },
+    cert: { type: "string", default: "certs/server.crt", arg: "file", help: "server certificate chain (PEM)" },
+    key: { type: "string", default: "certs/server.key", arg: "file", help: "server private key (PEM)" },
+    "data-dir": { type: "string", default: "./data", arg: "dir", help: "where the .jsonl files go" },
+    "rotate-entries": { type: "string", default: "10", help: "entries per file before a new file is started" },
+    "dashboard-port": { type: "string", default: "8080", help: "dashboard HTTP port; 0 turns it off" },
+    "dashboard-host": { type: "string", default: "127.0.0.1", help: "dashboard address" },
+    print: { type: "boolean", help: "print every stored entry to stdout" },
+    "max-frame-bytes": { type: "string", default: "1MiB", help: "largest frame accepted (compressed)" },
+    "max-batch-bytes": { type: "string", default: "16MiB", help: "largest decompressed frame (gzip bombs stop here)" },
+    "max-entry-bytes": { type: "string", default: "1MiB", help: "largest single entry" },
+  },
+  examples: [
+    "tlslog serve --cert certs/server.crt --key certs/server.key",
+    "tlslog serve --port 0 --dashboard-port 0 --data-dir /tmp/logs --print",
+  ],
+};
+
+/** Collector options from the serve flags (certificates read, sizes checked). */
+export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions {
+  const certPath = stringFlag(flags, "cert")!;
+  const keyPath = stringFlag(flags, "key")!;
+  return {
+    host: stringFlag(flags, "host")!,
+    port: intFlag(flags, serveSpec, "port", 0, 65535),
+    cert: readPemFile(certPath, "--cert"),
+    key: readPemFile(keyPath, "--key"),
+    dataDir: stringFlag(flags, "data-dir")!,
+    rotateEntries: intFlag(flags, serveSpec, "rotate-entries", 1, 1_000_000_000),
+    maxFrameBytes: sizeFlag(flags, serveSpec, "max-frame-bytes", 1024, 256 * 1024 ** 2),
+    maxBatchBytes: sizeFlag(flags, serveSpec, "max-batch-bytes", 1024, 1024 ** 3),
+    maxEntryBytes: sizeFlag(flags, serveSpec, "max-entry-bytes", 64, 256 * 1024 ** 2),
+  };
+}
+
+/** A running collector and dashboard. */
+export interface Service {
+  collector: Collector;
+  /** Dashboard URL, or null when off. */
+  dashboardUrl: string | null;
+  close(): Promise<void>;
+}
+
+/** Starts the collector and, unless its port is 0, the dashboard. */
+export async function startService(
+  options: CollectorOptions,
+  dashboardHost: string,
+  dashboardPort: number,
+): Promise<Service> {
+  const collector = await startCollector(options);
+  let http: Deno.HttpServer | null = null;
+  if (dashboardPort !== 0) {
+    const app = createDashboardApp({ stats: () => collector.stats() });
+    try {
+      // Deno.serve binds before it returns (and throws if it cannot).
+      http = Deno.serve({ hostname: dashboardHost, port: dashboardPort, onListen: () => {} }, app.fetch);
+    } catch (err) {
+      await collector.close();
+      throw new ListenError(
+        `cannot start the dashboard on ${dashboardHost}:${dashboardPort}: ${(err as Error).message}`,
+      );
+    }
+  }
+  const addr = http?.addr as Deno.NetAddr | undefined;
+  return {
+    collector,
+    dashboardUrl: addr ? `http://${addr.hostname}:${addr.port}/` : null,
+    async close() {
+      await collector.close();
+      await http?.shutdown();
+    },
+  };
+}
+
+/** Resolves with the name of the first SIGINT or SIGTERM. */
+export function waitForStopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, () => {
+      for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+      resolve(sig);
+    }]);
+    for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  });
+}
+
+/** Runs `tlslog serve`; resolves to the exit code after a graceful stop. */
+export async function runServe(args: string[]): Promise<number> {
+  const flags = parseFlags(serveSpec, args);
+  if (flags.help) {
+    console.log(formatHelp(serveSpec));
+    return 0;
+  }
+  const options = collectorOptionsFromFlags(flags);
+  const print = flags.values.print === true;
+  if (print) {
+    options.onStored = (lines) => Deno.stdout.writeSync(lines);
+  }
+  const dashboardPort = intFlag(flags, serveSpec, "dashboard-port", 0, 65535);
+  const service = await startService(options, stringFlag(flags, "dashboard-host")!, dashboardPort);
+  const { collector } = service;
+  const line = `tlslog serve: listening on tls://${collector.hostname}:${collector.port} (protocol v1 and v2), ` +
+    `dashboard ${service.dashboardUrl ?? "off"}, data in ${options.dataDir}`;
+  if (print) console.error(line);
+  else console.log(line);
+  const signal = await waitForStopSignal();
+  console.error(`tlslog serve: ${signal}: finishing frames in flight`);
+  await service.close();
+  const s = collector.stats();
+  console.error(`tlslog serve: stopped; ${s.entries_written} entries written to ${s.files_written} files`);
+  return 0;
+}

@@ -1,0 +1,104 @@
+/**
+ * Reading JSON lines from files or stdin in large chunks, with the source and
+ * line number of every line, and validation of each line as a JSON object.
+ *
+ * @module
+ */
+import { InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
+
+/** Lines read from one place of one source. */
+export interface LineChunk {
+  /** File name, or `<stdin>`. */
+  source: string;
+  /** Line number (1-based) of `lines[0]`. */
+  firstLine: number;
+  lines: string[];
+}
+
+const CHUNK_BYTES = 4 << 20;
+
+/**
+ * Yields the lines of `stream` in chunks, without their line terminators
+ * (`\n` or `\r\n`). A last line without a terminator is yielded too.
+ */
+export async function* readLineChunks(stream: ReadableStream<Uint8Array>, source: string): AsyncGenerator<LineChunk> {
+  const decoder = new TextDecoder();
+  let carry = "";
+  let lineNo = 1;
+  const reader = stream.getReader({ mode: "byob" });
+  let buffer = new ArrayBuffer(CHUNK_BYTES);
+  try {
+    while (true) {
+      const { value, done } = await reader.read(new Uint8Array(buffer));
+      if (done) break;
+      buffer = value.buffer as ArrayBuffer;
+      const text = carry + decoder.decode(value, { stream: true });
+      const lines = text.split("\n");
+      carry = lines.pop()!;
+      if (lines.length === 0) continue;
+      for (let i = 0; i < lines.length; i++) {
+        const l = lines[i]!;
+        if (l.endsWith("\r")) lines[i] = l.slice(0, -1);
+      }
+      yield { source, firstLine: lineNo, lines };
+      lineNo += lines.length;
+    }
+    carry += decoder.decode();
+    if (carry.endsWith("\r")) carry = carry.slice(0, -1);
+    if (carry.length > 0) yield { source, firstLine: lineNo, lines: [carry] };
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** A line that is not a JSON object. */
+export interface InvalidLine {
+  source: string;
+  line: number;
+  reason: string;
+}
+
+/** Raised by `--on-invalid fail` at the first invalid line. */
+export class InvalidInputError extends Error {
+  override name = "InvalidInputError";
+  /** @param invalid where and why */
+  constructor(readonly invalid: InvalidLine) {
+    super(`${invalid.source}:${invalid.line}: ${invalid.reason}`);
+  }
+}
+
+/** Valid entries of a chunk, trimmed, with their line numbers. */
+export interface EntryChunk {
+  source: string;
+  entries: string[];
+  lineNos: number[];
+  /** Blank lines passed over. */
+  blank: number;
+}
+
+/**
+ * Keeps the lines of `chunk` that are JSON objects. Blank lines are counted
+ * and passed over; every other line is reported to `onInvalid`, which may throw.
+ */
+export function selectEntries(chunk: LineChunk, onInvalid: (invalid: InvalidLine) => void): EntryChunk {
+  const entries: string[] = [];
+  const lineNos: number[] = [];
+  let blank = 0;
+  for (let i = 0; i < chunk.lines.length; i++) {
+    const text = chunk.lines[i]!.trim();
+    if (text.length === 0) {
+      blank++;
+      continue;
+    }
+    try {
+      parseEntry(text);
+    } catch (err) {
+      if (!(err instanceof InvalidEntryError)) throw err;
+      onInvalid({ source: chunk.source, line: chunk.firstLine + i, reason: err.message });
+      continue;
+    }
+    entries.push(text);
+    lineNos.push(chunk.firstLine + i);
+  }
+  return { source: chunk.source, entries, lineNos, blank };
+}

@@ -1,0 +1,74 @@
+/**
+ * Turns a decompressed v2 batch body into the bytes to store: every line must
+ * be a JSON object of at most `maxEntryBytes`; lines that are not are refused
+ * one by one and the rest is kept.
+ *
+ * @module
+ */
+import { InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
+import type { EntryRejection } from "../shared/protocol.ts";
+
+/** Raised when a batch cannot be read at all. */
+export class BatchFormatError extends Error {
+  override name = "BatchFormatError";
+  /** @param code reason key for the refusal counters */
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** What to store of a batch, and what was refused. */
+export interface IngestedBatch {
+  /** Newline-terminated JSON lines to append. */
+  data: Uint8Array;
+  /** Lines in `data`. */
+  count: number;
+  rejected: (EntryRejection & { code: string })[];
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
+
+/**
+ * Validates a batch body of `expected` newline-terminated JSON objects.
+ *
+ * @throws {BatchFormatError} when the body is not UTF-8, or its line count differs from the header
+ */
+export function ingestBatch(body: Uint8Array, expected: number, maxEntryBytes: number): IngestedBatch {
+  let text: string;
+  try {
+    text = decoder.decode(body);
+  } catch {
+    throw new BatchFormatError("bad_utf8", "batch body is not valid UTF-8");
+  }
+  if (text.length > 0 && !text.endsWith("\n")) {
+    throw new BatchFormatError("bad_batch", "batch body must end with a newline");
+  }
+  const lines = text.length === 0 ? [] : text.slice(0, -1).split("\n");
+  if (lines.length !== expected) {
+    throw new BatchFormatError("bad_batch", `batch header says ${expected} entries, body holds ${lines.length} lines`);
+  }
+  const rejected: IngestedBatch["rejected"] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    // Length in UTF-16 units is a lower bound on bytes; only measure when close.
+    if (line.length * 3 > maxEntryBytes && encoder.encode(line).length > maxEntryBytes) {
+      rejected.push({ index: i, code: "entry_too_large", error: `entry exceeds max-entry-bytes ${maxEntryBytes}` });
+      continue;
+    }
+    try {
+      parseEntry(line);
+    } catch (err) {
+      if (!(err instanceof InvalidEntryError)) throw err;
+      rejected.push({ index: i, code: "invalid_entry", error: err.message });
+    }
+  }
+  if (rejected.length === 0) return { data: body, count: lines.length, rejected };
+  const skip = new Set(rejected.map((r) => r.index));
+  const kept = lines.filter((_, i) => !skip.has(i));
+  return {
+    data: kept.length === 0 ? new Uint8Array(0) : encoder.encode(kept.join("\n") + "\n"),
+    count: kept.length,
+    rejected,
+  };
+}

@@ -1,0 +1,288 @@
+/**
+ * One client connection: frames in, entries to the store, answers out in
+ * frame order. Speaks v1 (one gzip JSON object per frame) or v2 (numbered
+ * batches with pipelining), as chosen by ALPN.
+ *
+ * @module
+ */
+import type { TLSSocket } from "node:tls";
+import { encodeFrame, FrameDecoder, type FrameEvent } from "../shared/frame_codec.ts";
+import { DecompressedTooLargeError, gunzipBounded, GzipFormatError } from "../shared/gzip.ts";
+import { InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
+import {
+  decodeMessage,
+  encodeAck,
+  encodeNack,
+  encodePong,
+  encodeV1Error,
+  encodeWelcome,
+  peekBatchSeq,
+  ProtocolError,
+  V1_OK,
+} from "../shared/protocol.ts";
+import { BatchFormatError, ingestBatch } from "./batch_ingest.ts";
+import type { RotatingStore } from "./rotating_store.ts";
+import type { ServerStats } from "./server_stats.ts";
+import type { StreamRegistry, StreamState } from "./stream_registry.ts";
+
+/** Limits applied to what a client sends. */
+export interface IngestLimits {
+  /** Largest frame payload (compressed) accepted. */
+  maxFrameBytes: number;
+  /** Largest decompressed size of one frame. */
+  maxBatchBytes: number;
+  /** Largest single entry, in bytes of JSON. */
+  maxEntryBytes: number;
+}
+
+/** What a connection needs from the collector. */
+export interface ConnectionContext {
+  store: RotatingStore;
+  stats: ServerStats;
+  streams: StreamRegistry;
+  limits: IngestLimits;
+  /** Receives the JSON lines of every write, after it is stored (for --print). */
+  onStored?: (lines: Uint8Array) => void;
+  /** Diagnostics. */
+  log: (message: string) => void;
+}
+
+/** Most answers a connection may owe before it stops reading (backpressure). */
+const MAX_OUTSTANDING = 64;
+const encoder = new TextEncoder();
+
+/** Reason code and message for a payload that could not be decompressed. */
+function gunzipFailure(err: unknown): { code: string; error: string } | null {
+  if (err instanceof DecompressedTooLargeError) return { code: "decompressed_too_large", error: err.message };
+  if (err instanceof GzipFormatError) return { code: "bad_gzip", error: err.message };
+  return null;
+}
+
+/** Handles one accepted TLS socket until it closes. */
+export class Connection {
+  readonly #socket: TLSSocket;
+  readonly #ctx: ConnectionContext;
+  readonly #v2: boolean;
+  readonly #decoder: FrameDecoder;
+  #stream: StreamState | null = null;
+  /** Answers are written in frame order: each waits for the one before. */
+  #answers: Promise<void> = Promise.resolve();
+  #outstanding = 0;
+  #paused = false;
+  #ending = false;
+  /** Settles when the socket has closed and every answer has been attempted. */
+  readonly closed: Promise<void>;
+
+  /** @param socket an accepted socket whose handshake completed */
+  constructor(socket: TLSSocket, ctx: ConnectionContext) {
+    this.#socket = socket;
+    this.#ctx = ctx;
+    this.#v2 = socket.alpnProtocol === "tlslog/2";
+    this.#decoder = new FrameDecoder({ maxFrameBytes: ctx.limits.maxFrameBytes });
+    ctx.stats.connectionsActive++;
+    ctx.stats.connectionsTotal++;
+    this.closed = new Promise((resolve) => {
+      socket.on("close", () => {
+        ctx.stats.connectionsActive--;
+        if (!this.#decoder.idle) ctx.stats.recordFrameRejected("truncated_frame");
+        this.#answers.then(resolve, resolve);
+      });
+    });
+    socket.on("data", (chunk: Uint8Array) => this.#onData(chunk));
+    socket.on("end", () => this.#end());
+    socket.on("error", (err: Error) => ctx.log(`connection ${this.peer}: ${err.message}`));
+  }
+
+  /** The peer's address as `host:port`. */
+  get peer(): string {
+    return `${this.#socket.remoteAddress}:${this.#socket.remotePort}`;
+  }
+
+  /** Protocol version in use. */
+  get version(): 1 | 2 {
+    return this.#v2 ? 2 : 1;
+  }
+
+  /** Stops reading, answers what was received, then closes. */
+  shutdown(): void {
+    this.#socket.pause();
+    this.#end();
+  }
+
+  /** Closes at once without waiting for answers. */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #end(): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    this.#answers.then(() => this.#socket.end(), () => this.#socket.destroy());
+  }
+
+  #onData(chunk: Uint8Array): void {
+    let events: FrameEvent[];
+    try {
+      events = this.#decoder.push(chunk);
+    } catch (err) {
+      this.#ctx.log(`connection ${this.peer}: ${(err as Error).message}`);
+      this.#socket.destroy();
+      return;
+    }
+    for (const event of events) {
+      this.#ctx.stats.framesReceived++;
+      if (event.kind === "oversize") this.#onOversize(event.length, event.head);
+      else if (this.#v2) this.#onV2(event.payload);
+      else this.#onV1(event.payload);
+    }
+    if (this.#outstanding >= MAX_OUTSTANDING && !this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  /** Queues an answer after the ones before it; `work` may wait for a write. */
+  #answer(work: Promise<Uint8Array | null> | Uint8Array): void {
+    this.#outstanding++;
+    const pending = work instanceof Promise ? work : Promise.resolve(work);
+    this.#answers = this.#answers.then(async () => {
+      let payload: Uint8Array | null;
+      try {
+        payload = await pending;
+      } catch (err) {
+        this.#ctx.log(`store failed, closing ${this.peer}: ${(err as Error).message}`);
+        this.#socket.destroy();
+        return;
+      } finally {
+        this.#outstanding--;
+        if (this.#paused && this.#outstanding < MAX_OUTSTANDING / 2 && !this.#ending) {
+          this.#paused = false;
+          this.#socket.resume();
+        }
+      }
+      if (payload !== null && !this.#socket.destroyed) this.#socket.write(encodeFrame(payload));
+    });
+  }
+
+  #reject(code: string, error: string, seq: number | null): void {
+    this.#ctx.stats.recordFrameRejected(code);
+    this.#answer(this.#v2 ? encodeNack({ seq, code, error }) : encodeV1Error(error));
+  }
+
+  #onOversize(length: number, head: Uint8Array): void {
+    const error = `frame of ${length} bytes exceeds max-frame-bytes ${this.#ctx.limits.maxFrameBytes}`;
+    this.#reject("frame_too_large", error, this.#v2 ? peekBatchSeq(head) : null);
+  }
+
+  #onV1(payload: Uint8Array): void {
+    let raw: Uint8Array;
+    try {
+      raw = gunzipBounded(payload, this.#ctx.limits.maxBatchBytes);
+    } catch (err) {
+      const failure = gunzipFailure(err);
+      if (!failure) throw err;
+      return this.#reject(failure.code, failure.error, null);
+    }
+    this.#countBytes(payload.length, raw.length);
+    if (raw.length > this.#ctx.limits.maxEntryBytes) {
+      return this.#reject("entry_too_large", `entry exceeds max-entry-bytes ${this.#ctx.limits.maxEntryBytes}`, null);
+    }
+    let entry;
+    try {
+      entry = parseEntry(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+    } catch (err) {
+      const error = err instanceof InvalidEntryError ? `entry is ${err.message}` : "entry is not valid UTF-8";
+      return this.#reject("invalid_entry", error, null);
+    }
+    this.#ctx.stats.entriesReceived++;
+    // Re-serialised: a v1 client may send pretty-printed JSON, and a stored entry is one line.
+    const line = encoder.encode(JSON.stringify(entry) + "\n");
+    this.#answer(this.#store(line, 1).then(() => V1_OK));
+  }
+
+  #onV2(payload: Uint8Array): void {
+    let message;
+    try {
+      message = decodeMessage(payload);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      return this.#reject(err.code, err.message, null);
+    }
+    switch (message.type) {
+      case "hello":
+        return this.#onHello(message.hello.stream);
+      case "ping":
+        return this.#answer(encodePong(message.nonce));
+      case "batch":
+        return this.#onBatch(message.seq, message.count, message.body);
+      default:
+        return this.#reject("bad_message", `message type "${message.type}" is not sent by clients`, null);
+    }
+  }
+
+  #onHello(stream: string): void {
+    if (this.#stream !== null) return this.#reject("bad_message", "HELLO was already received", null);
+    this.#stream = this.#ctx.streams.get(stream);
+    const { limits } = this.#ctx;
+    this.#answer(encodeWelcome({
+      stream,
+      last_seq: this.#stream.claimedSeq,
+      max_frame_bytes: limits.maxFrameBytes,
+      max_batch_bytes: limits.maxBatchBytes,
+      max_entry_bytes: limits.maxEntryBytes,
+    }));
+  }
+
+  #onBatch(seq: number, count: number, body: Uint8Array): void {
+    const stream = this.#stream;
+    if (stream === null) return this.#reject("no_hello", "BATCH before HELLO", seq);
+    if (seq <= stream.claimedSeq) {
+      this.#ctx.stats.entriesReceived += count;
+      this.#ctx.stats.duplicatesSuppressed += count;
+      // Acknowledged once the original write (possibly still pending) is done.
+      return this.#answer(this.#ctx.store.barrier().then(() => encodeAck({ seq, stored: 0, duplicate: true })));
+    }
+    let raw: Uint8Array;
+    try {
+      raw = gunzipBounded(body, this.#ctx.limits.maxBatchBytes);
+    } catch (err) {
+      const failure = gunzipFailure(err);
+      if (!failure) throw err;
+      return this.#reject(failure.code, failure.error, seq);
+    }
+    let batch;
+    try {
+      batch = ingestBatch(raw, count, this.#ctx.limits.maxEntryBytes);
+    } catch (err) {
+      if (!(err instanceof BatchFormatError)) throw err;
+      return this.#reject(err.code, err.message, seq);
+    }
+    this.#countBytes(body.length, raw.length);
+    this.#ctx.stats.entriesReceived += count;
+    for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
+    stream.claimedSeq = seq;
+    const rejected = batch.rejected.map(({ index, error }) => ({ index, error }));
+    const stored = this.#store(batch.data, batch.count).then(
+      () => {
+        stream.storedSeq = Math.max(stream.storedSeq, seq);
+        return encodeAck(rejected.length > 0 ? { seq, stored: batch.count, rejected } : { seq, stored: batch.count });
+      },
+      (err) => {
+        stream.claimedSeq = stream.storedSeq;
+        throw err;
+      },
+    );
+    this.#answer(stored);
+  }
+
+  #countBytes(compressed: number, uncompressed: number): void {
+    this.#ctx.stats.bytesCompressed += compressed;
+    this.#ctx.stats.bytesUncompressed += uncompressed;
+  }
+
+  async #store(lines: Uint8Array, count: number): Promise<void> {
+    await this.#ctx.store.append(lines, count);
+    this.#ctx.stats.recordWritten(count);
+    if (count > 0) this.#ctx.onStored?.(lines);
+  }
+}

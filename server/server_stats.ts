@@ -1,0 +1,96 @@
+/**
+ * Counters of the collector, and the snapshot `/api/stats` serves. The clock
+ * is passed in so that rates are tested without waiting.
+ *
+ * @module
+ */
+import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
+
+const RATE_WINDOW_S = 10;
+
+/** Mutable counters owned by the collector. */
+export class ServerStats {
+  entriesReceived = 0;
+  entriesWritten = 0;
+  entriesRejected = 0;
+  duplicatesSuppressed = 0;
+  bytesCompressed = 0;
+  bytesUncompressed = 0;
+  connectionsActive = 0;
+  connectionsTotal = 0;
+  framesReceived = 0;
+  framesRejected = 0;
+  filesWritten = 0;
+  currentFile: string | null = null;
+  readonly rejectedByReason: Record<string, number> = {};
+  readonly #startedMs: number;
+  readonly #now: () => number;
+  /** Entries written per whole second, keyed by the second. */
+  readonly #perSecond = new Map<number, number>();
+
+  /** @param now clock in epoch milliseconds */
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+    this.#startedMs = now();
+  }
+
+  /** Records entries written now. */
+  recordWritten(count: number): void {
+    this.entriesWritten += count;
+    const second = Math.floor(this.#now() / 1000);
+    this.#perSecond.set(second, (this.#perSecond.get(second) ?? 0) + count);
+    if (this.#perSecond.size > RATE_WINDOW_S * 2) {
+      for (const s of this.#perSecond.keys()) {
+        if (s <= second - RATE_WINDOW_S) this.#perSecond.delete(s);
+      }
+    }
+  }
+
+  /** Records a refused frame. */
+  recordFrameRejected(reason: string): void {
+    this.framesRejected++;
+    this.#countReason(reason);
+  }
+
+  /** Records a refused entry inside an otherwise readable batch. */
+  recordEntryRejected(reason: string): void {
+    this.entriesRejected++;
+    this.#countReason(reason);
+  }
+
+  #countReason(reason: string): void {
+    this.rejectedByReason[reason] = (this.rejectedByReason[reason] ?? 0) + 1;
+  }
+
+  /** The current values, as `/api/stats` shows them. */
+  snapshot(): StatsSnapshot {
+    const nowMs = this.#now();
+    const second = Math.floor(nowMs / 1000);
+    let recent = 0;
+    // The current second is incomplete: average over the ten whole seconds before it.
+    for (const [s, n] of this.#perSecond) {
+      if (s < second && s >= second - RATE_WINDOW_S) recent += n;
+    }
+    return {
+      entries_received: this.entriesReceived,
+      entries_written: this.entriesWritten,
+      entries_rejected: this.entriesRejected,
+      duplicates_suppressed: this.duplicatesSuppressed,
+      bytes_compressed: this.bytesCompressed,
+      bytes_uncompressed: this.bytesUncompressed,
+      compression_ratio: this.bytesUncompressed === 0
+        ? 0
+        : Math.round((this.bytesCompressed / this.bytesUncompressed) * 10_000) / 10_000,
+      entries_per_second: Math.round((recent / RATE_WINDOW_S) * 10) / 10,
+      connections_active: this.connectionsActive,
+      connections_total: this.connectionsTotal,
+      frames_received: this.framesReceived,
+      frames_rejected: this.framesRejected,
+      rejected_by_reason: { ...this.rejectedByReason },
+      files_written: this.filesWritten,
+      current_file: this.currentFile,
+      uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
+      started_at: new Date(this.#startedMs).toISOString(),
+    };
+  }
+}

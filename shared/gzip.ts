@@ -1,0 +1,43 @@
+/**
+ * gzip with a hard bound on decompressed size. `DecompressionStream` has no
+ * output bound (a 194 KB bomb becomes 200 MB in one chunk), so untrusted
+ * input goes through node:zlib with `maxOutputLength`.
+ *
+ * @module
+ */
+import { gunzipSync, gzipSync } from "node:zlib";
+
+/** Raised when a payload would decompress beyond the allowed size. */
+export class DecompressedTooLargeError extends Error {
+  override name = "DecompressedTooLargeError";
+  /** @param max the decompressed-size limit that was hit */
+  constructor(readonly max: number) {
+    super(`decompressed size exceeds max ${max} bytes`);
+  }
+}
+
+/** Raised when a payload is not valid gzip. */
+export class GzipFormatError extends Error {
+  override name = "GzipFormatError";
+}
+
+/** Compresses `data` as gzip (RFC 1952). Level 1 is fastest, 9 smallest. */
+export function gzip(data: Uint8Array, level = 1): Uint8Array {
+  return gzipSync(data, { level });
+}
+
+/**
+ * Decompresses gzip, refusing to produce more than `maxBytes`.
+ *
+ * @throws {DecompressedTooLargeError} when the output would exceed `maxBytes`
+ * @throws {GzipFormatError} when the input is not valid gzip
+ */
+export function gunzipBounded(data: Uint8Array, maxBytes: number): Uint8Array {
+  try {
+    return gunzipSync(data, { maxOutputLength: maxBytes });
+  } catch (err) {
+    if (err instanceof RangeError) throw new DecompressedTooLargeError(maxBytes);
+    const message = err instanceof Error ? err.message : String(err);
+    throw new GzipFormatError(`payload is not valid gzip: ${message}`);
+  }
+}

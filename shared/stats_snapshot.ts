@@ -1,0 +1,40 @@
+/**
+ * The collector's statistics as `/api/stats` shows them. The server produces
+ * them; the dashboard only reads this shape.
+ *
+ * @module
+ */
+
+/** A point-in-time view of the collector's counters. */
+export interface StatsSnapshot {
+  /** Entries that arrived in frames that could be read (stored, duplicate or refused). */
+  entries_received: number;
+  /** Entries written to the data directory. */
+  entries_written: number;
+  /** Entries refused one by one (not JSON objects, too large). */
+  entries_rejected: number;
+  /** Entries in batches resent after a lost ack and not stored again. */
+  duplicates_suppressed: number;
+  /** Compressed payload bytes of readable frames. */
+  bytes_compressed: number;
+  /** Those payloads' size after decompression. */
+  bytes_uncompressed: number;
+  /** bytes_compressed / bytes_uncompressed (0 before any data). */
+  compression_ratio: number;
+  /** Entries written per second over the last 10 seconds. */
+  entries_per_second: number;
+  connections_active: number;
+  connections_total: number;
+  frames_received: number;
+  /** Frames answered with an error, all reasons together. */
+  frames_rejected: number;
+  /** Refusals by reason (frames and entries). */
+  rejected_by_reason: Record<string, number>;
+  /** Data files created. */
+  files_written: number;
+  /** Name of the file being written, or null. */
+  current_file: string | null;
+  uptime_s: number;
+  /** ISO time the collector started. */
+  started_at: string;
+}
