@@ -79,18 +79,24 @@ export function senderFromFlags(
   });
 }
 
-/** Prints sender events to stderr; returns a function that stops the progress line. */
-export function reportEvents(command: string, sender: () => Sender | undefined): {
+/** Reports sender events on stderr, and a progress line on a terminal. */
+export interface EventReporter {
   onEvent: (e: SenderEvent) => void;
+  /** Shows progress of `sender` until {@linkcode EventReporter.stop}. */
+  track: (sender: Sender) => void;
   stop: () => void;
-} {
+}
+
+/** Prints sender events to stderr, with a progress line on a terminal. */
+export function reportEvents(command: string): EventReporter {
+  let tracked: Sender | undefined;
   const tty = Deno.stderr.isTerminal();
   const started = performance.now();
   let shown = false;
   const encoder = new TextEncoder();
   const timer = tty
     ? setInterval(() => {
-      const s = sender()?.summary;
+      const s = tracked?.summary;
       if (!s) return;
       const secs = (performance.now() - started) / 1000;
       const line = `\r${command}: ${s.entries.toLocaleString("en-US")} read, ` +
@@ -106,6 +112,9 @@ export function reportEvents(command: string, sender: () => Sender | undefined):
     shown = false;
   };
   return {
+    track(sender) {
+      tracked = sender;
+    },
     onEvent(e) {
       clearLine();
       if (e.type === "retry") {

@@ -6,7 +6,6 @@
  */
 import { defaultKeyPath, loadAnonKey } from "../client/anon_key.ts";
 import { deidentify, generateConsultations, seededRandom } from "../client/healthcare_source.ts";
-import type { Sender } from "../client/sender.ts";
 import { createPseudonymizer } from "../shared/pseudonymizer.ts";
 import { formatSummary, reportEvents, SEND_FLAGS, senderFromFlags } from "./client_common.ts";
 import { type CommandSpec, formatHelp, intFlag, parseFlags, stringFlag } from "./flags.ts";
@@ -49,9 +48,9 @@ export async function runHealthcare(args: string[]): Promise<number> {
     );
   }
   const pseudonymizer = createPseudonymizer(loaded.key);
-  let sender: Sender | undefined;
-  const events = reportEvents("healthcare", () => sender);
-  sender = senderFromFlags(flags, healthcareSpec, events.onEvent, (m) => console.error(m));
+  const events = reportEvents("healthcare");
+  const sender = senderFromFlags(flags, healthcareSpec, events.onEvent, (m) => console.error(m));
+  events.track(sender);
   const random = seed === undefined ? Math.random : seededRandom(seed);
   const started = performance.now();
   try {

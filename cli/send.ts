@@ -4,7 +4,6 @@
  * @module
  */
 import { InvalidInputError, type InvalidLine, readLineChunks, selectEntries } from "../client/line_reader.ts";
-import type { Sender } from "../client/sender.ts";
 import { formatSummary, reportEvents, SEND_FLAGS, senderFromFlags } from "./client_common.ts";
 import { choiceFlag, type CommandSpec, formatHelp, parseFlags } from "./flags.ts";
 
@@ -49,9 +48,9 @@ export async function runSend(args: string[]): Promise<number> {
     return 0;
   }
   const onInvalidMode = choiceFlag(flags, sendSpec, "on-invalid", ["skip", "fail"] as const);
-  let sender: Sender | undefined;
-  const events = reportEvents("send", () => sender);
-  sender = senderFromFlags(flags, sendSpec, events.onEvent, (m) => console.error(m));
+  const events = reportEvents("send");
+  const sender = senderFromFlags(flags, sendSpec, events.onEvent, (m) => console.error(m));
+  events.track(sender);
   const invalid: InvalidLine[] = [];
   let blank = 0;
   const onInvalid = (line: InvalidLine) => {
