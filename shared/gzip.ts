@@ -23,7 +23,7 @@ export class GzipFormatError extends Error {
 
 /** Compresses `data` as gzip (RFC 1952). Level 1 is fastest, 9 smallest. */
 export function gzip(data: Uint8Array, level = 1): Uint8Array {
-  return gzipSync(data, { level });
+  return asUint8Array(gzipSync(data, { level }));
 }
 
 /**
@@ -34,10 +34,15 @@ export function gzip(data: Uint8Array, level = 1): Uint8Array {
  */
 export function gunzipBounded(data: Uint8Array, maxBytes: number): Uint8Array {
   try {
-    return gunzipSync(data, { maxOutputLength: maxBytes });
+    return asUint8Array(gunzipSync(data, { maxOutputLength: maxBytes }));
   } catch (err) {
     if (err instanceof RangeError) throw new DecompressedTooLargeError(maxBytes);
     const message = err instanceof Error ? err.message : String(err);
     throw new GzipFormatError(`payload is not valid gzip: ${message}`);
   }
+}
+
+/** A plain Uint8Array view of a Buffer, so callers never meet Buffer semantics. */
+function asUint8Array(buf: Uint8Array): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }

@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { InvalidInputError, type InvalidLine, readLineChunks, selectEntries } from "./line_reader.ts";
+
+function streamOf(...parts: string[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  return new ReadableStream({
+    type: "bytes",
+    start(controller) {
+      for (const p of parts) controller.enqueue(enc.encode(p));
+      controller.close();
+    },
+  });
+}
+
+async function allLines(stream: ReadableStream<Uint8Array>): Promise<[number, string][]> {
+  const out: [number, string][] = [];
+  for await (const c of readLineChunks(stream, "f")) c.lines.forEach((l, i) => out.push([c.firstLine + i, l]));
+  return out;
+}
+
+Deno.test("readLineChunks() numbers lines across chunk boundaries, CRLF and a last unterminated line", async () => {
+  assert.deepStrictEqual(await allLines(streamOf('{"a":', '1}\r\n{"b"', ":2}\n\n", '{"c":3}')), [
+    [1, '{"a":1}'],
+    [2, '{"b":2}'],
+    [3, ""],
+    [4, '{"c":3}'],
+  ]);
+});
+
+Deno.test("readLineChunks() decodes a multi-byte character split between chunks", async () => {
+  const bytes = new TextEncoder().encode('{"n":"é"}\n');
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(c) {
+      c.enqueue(bytes.slice(0, 7));
+      c.enqueue(bytes.slice(7));
+      c.close();
+    },
+  });
+  assert.deepStrictEqual(await allLines(stream), [[1, '{"n":"é"}']]);
+});
+
+Deno.test("selectEntries() keeps objects, counts blanks, reports the rest with file and line", () => {
+  const seen: InvalidLine[] = [];
+  const out = selectEntries(
+    { source: "app.jsonl", firstLine: 10, lines: [' {"a":1} ', "", "[1]", "oops", '{"b":2}'] },
+    (i) => seen.push(i),
+  );
+  assert.deepStrictEqual(out, { source: "app.jsonl", entries: ['{"a":1}', '{"b":2}'], lineNos: [10, 14], blank: 1 });
+  assert.deepStrictEqual(seen.map((i) => `${i.source}:${i.line}`), ["app.jsonl:12", "app.jsonl:13"]);
+  assert.match(seen[0]!.reason, /not a JSON object \(got an array\)/);
+});
+
+Deno.test("selectEntries() stops at the first bad line when the handler throws", () => {
+  assert.throws(
+    () =>
+      selectEntries({ source: "x", firstLine: 1, lines: ["{}", "7"] }, (i) => {
+        throw new InvalidInputError(i);
+      }),
+    (e: unknown) => e instanceof InvalidInputError && e.message === "x:2: not a JSON object (got a number)",
+  );
+});

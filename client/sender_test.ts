@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { ALPN_V2 } from "../shared/protocol.ts";
+import { RetriesExhaustedError, Sender } from "./sender.ts";
+import { connectTransport } from "./tls_transport.ts";
+
+/** A port on 127.0.0.1 where nothing listens: bound, then released. */
+function closedPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+Deno.test("Sender retries a refused connection on the backoff schedule, then gives up", async () => {
+  const port = closedPort();
+  const slept: number[] = [];
+  const sender = new Sender({
+    connect: () => connectTransport({ host: "127.0.0.1", port, alpnProtocols: [ALPN_V2] }),
+    retries: 5,
+    random: () => 0.5,
+    backoff: { maxMs: 8000 },
+    sleep: (ms) => {
+      slept.push(ms);
+      return Promise.resolve();
+    },
+  });
+  await sender.add(['{"a":1}'], "t", [1]);
+  await assert.rejects(
+    sender.finish(),
+    (e: unknown) =>
+      e instanceof RetriesExhaustedError &&
+      /gave up after 5 retries: cannot connect.*1 batches \(1 entries\)/.test(e.message),
+  );
+  assert.deepStrictEqual(slept, [1000, 2000, 4000, 8000, 8000]);
+  assert.equal(sender.summary.retries, 5);
+});
+
+Deno.test("Sender with no entries finishes without connecting", async () => {
+  let connects = 0;
+  const sender = new Sender({
+    connect: () => {
+      connects++;
+      return Promise.reject(new Error("unreachable"));
+    },
+  });
+  assert.deepStrictEqual(await sender.finish(), {
+    entries: 0,
+    acknowledged: 0,
+    rejected: [],
+    duplicates: 0,
+    batches: 0,
+    rawBytes: 0,
+    compressedBytes: 0,
+    retries: 0,
+    resentBatches: 0,
+  });
+  assert.equal(connects, 0);
+});

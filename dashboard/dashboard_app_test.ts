@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
+import { createDashboardApp, formatValue } from "./dashboard_app.ts";
+
+const stats: StatsSnapshot = {
+  entries_received: 1234,
+  entries_written: 1230,
+  entries_rejected: 4,
+  duplicates_suppressed: 0,
+  bytes_compressed: 100,
+  bytes_uncompressed: 400,
+  compression_ratio: 0.25,
+  entries_per_second: 12.5,
+  connections_active: 2,
+  connections_total: 9,
+  frames_received: 20,
+  frames_rejected: 3,
+  rejected_by_reason: { bad_gzip: 3 },
+  files_written: 124,
+  current_file: "tlslog-00000124.jsonl",
+  uptime_s: 3725,
+  started_at: "2026-01-01T00:00:00.000Z",
+};
+
+Deno.test("GET /api/stats answers the stats as JSON, not cached", async () => {
+  const app = createDashboardApp({ stats: () => stats });
+  const res = await app.request("/api/stats");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("cache-control"), "no-store");
+  assert.match(res.headers.get("content-type")!, /application\/json/);
+  assert.deepStrictEqual(await res.json(), stats);
+});
+
+Deno.test("GET / renders every tile with current values and refreshes itself", async () => {
+  const app = createDashboardApp({ stats: () => stats, refreshMs: 3000 });
+  const res = await app.request("/");
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  for (
+    const [id, text] of [
+      ["entries_received", "1,234"],
+      ["entries_per_second", "12.5"],
+      ["compression_ratio", "25.0 %"],
+      ["connections_active", "2"],
+      ["frames_rejected", "3"],
+      ["files_written", "124"],
+      ["uptime_s", "1h 2m 5s"],
+    ]
+  ) {
+    assert.match(html, new RegExp(`id="${id}"[^>]*>${text}<`), id);
+  }
+  assert.match(html, /data-refresh-ms="3000"/);
+  assert.match(html, /<script src="\/dashboard.js"><\/script>/);
+  assert.match(html, /<noscript><meta http-equiv="refresh" content="3">/);
+  const js = await app.request("/dashboard.js");
+  assert.match(js.headers.get("content-type")!, /javascript/);
+  assert.match(await js.text(), /fetch\("\/api\/stats"/);
+});
+
+Deno.test("GET /healthz answers ok and unknown paths 404 with JSON", async () => {
+  const app = createDashboardApp({ stats: () => stats });
+  assert.equal(await (await app.request("/healthz")).text(), "ok");
+  const missing = await app.request("/nope");
+  assert.equal(missing.status, 404);
+  assert.deepStrictEqual(await missing.json(), { error: "no route GET /nope" });
+});
+
+Deno.test("formatValue() formats ratios, durations and counts", () => {
+  assert.deepStrictEqual(
+    [formatValue(0, "ratio"), formatValue(59, "duration"), formatValue(61, "duration"), formatValue(1e6, "int")],
+    ["–", "59s", "1m 1s", "1,000,000"],
+  );
+});
+
+Deno.test("GET / escapes a file name that holds markup", async () => {
+  const app = createDashboardApp({ stats: () => ({ ...stats, current_file: "<script>x</script>" }) });
+  const html = await (await app.request("/")).text();
+  assert.ok(!html.includes("<script>x</script>"));
+  assert.match(html, /&#60;script&#62;x/);
+});
