@@ -103,10 +103,14 @@ export class Connection {
     return this.#v2 ? 2 : 1;
   }
 
-  /** Stops reading, answers what was received, then closes. */
+  /**
+   * Answers the frames already received, then closes. Bytes arriving after
+   * this are discarded unanswered (the client resends them); the socket keeps
+   * reading so that it sees the peer's close.
+   */
   shutdown(): void {
-    this.#socket.pause();
     this.#end();
+    this.#socket.resume();
   }
 
   /** Closes at once without waiting for answers. */
@@ -121,6 +125,7 @@ export class Connection {
   }
 
   #onData(chunk: Uint8Array): void {
+    if (this.#ending) return;
     let events: FrameEvent[];
     try {
       events = this.#decoder.push(chunk);
