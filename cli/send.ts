@@ -53,8 +53,8 @@ export async function runSend(args: string[]): Promise<number> {
   events.track(sender);
   const invalid: InvalidLine[] = [];
   let blank = 0;
-  const onInvalid = (line: InvalidLine) => {
-    if (onInvalidMode === "fail") throw new InvalidInputError(line);
+  const onInvalid = (line: InvalidLine): "stop" | void => {
+    if (onInvalidMode === "fail") return "stop";
     invalid.push(line);
     console.error(`send: ${line.source}:${line.line}: skipped: ${line.reason}`);
   };
@@ -66,6 +66,7 @@ export async function runSend(args: string[]): Promise<number> {
         const selected = selectEntries(chunk, onInvalid);
         blank += selected.blank;
         await sender.add(selected.entries, selected.source, selected.lineNos);
+        if (selected.stoppedAt) throw new InvalidInputError(selected.stoppedAt);
       }
     }
   } catch (err) {

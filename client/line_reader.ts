@@ -74,13 +74,16 @@ export interface EntryChunk {
   lineNos: number[];
   /** Blank lines passed over. */
   blank: number;
+  /** The invalid line at which selection stopped, when the handler said "stop". */
+  stoppedAt?: InvalidLine;
 }
 
 /**
  * Keeps the lines of `chunk` that are JSON objects. Blank lines are counted
- * and passed over; every other line is reported to `onInvalid`, which may throw.
+ * and passed over; every other line is reported to `onInvalid`, which returns
+ * "stop" to end the selection there (the entries before it are kept).
  */
-export function selectEntries(chunk: LineChunk, onInvalid: (invalid: InvalidLine) => void): EntryChunk {
+export function selectEntries(chunk: LineChunk, onInvalid: (invalid: InvalidLine) => "stop" | void): EntryChunk {
   const entries: string[] = [];
   const lineNos: number[] = [];
   let blank = 0;
@@ -94,7 +97,8 @@ export function selectEntries(chunk: LineChunk, onInvalid: (invalid: InvalidLine
       parseEntry(text);
     } catch (err) {
       if (!(err instanceof InvalidEntryError)) throw err;
-      onInvalid({ source: chunk.source, line: chunk.firstLine + i, reason: err.message });
+      const invalid = { source: chunk.source, line: chunk.firstLine + i, reason: err.message };
+      if (onInvalid(invalid) === "stop") return { source: chunk.source, entries, lineNos, blank, stoppedAt: invalid };
       continue;
     }
     entries.push(text);

@@ -44,19 +44,21 @@ Deno.test("selectEntries() keeps objects, counts blanks, reports the rest with f
   const seen: InvalidLine[] = [];
   const out = selectEntries(
     { source: "app.jsonl", firstLine: 10, lines: [' {"a":1} ', "", "[1]", "oops", '{"b":2}'] },
-    (i) => seen.push(i),
+    (i) => void seen.push(i),
   );
   assert.deepStrictEqual(out, { source: "app.jsonl", entries: ['{"a":1}', '{"b":2}'], lineNos: [10, 14], blank: 1 });
   assert.deepStrictEqual(seen.map((i) => `${i.source}:${i.line}`), ["app.jsonl:12", "app.jsonl:13"]);
   assert.match(seen[0]!.reason, /not a JSON object \(got an array\)/);
 });
 
-Deno.test("selectEntries() stops at the first bad line when the handler throws", () => {
-  assert.throws(
-    () =>
-      selectEntries({ source: "x", firstLine: 1, lines: ["{}", "7"] }, (i) => {
-        throw new InvalidInputError(i);
-      }),
-    (e: unknown) => e instanceof InvalidInputError && e.message === "x:2: not a JSON object (got a number)",
-  );
+Deno.test("selectEntries() stops at a bad line when the handler says stop, keeping the entries before it", () => {
+  const out = selectEntries({ source: "x", firstLine: 1, lines: ["{}", "7", '{"late":1}'] }, () => "stop");
+  assert.deepStrictEqual(out, {
+    source: "x",
+    entries: ["{}"],
+    lineNos: [1],
+    blank: 0,
+    stoppedAt: { source: "x", line: 2, reason: "not a JSON object (got a number)" },
+  });
+  assert.equal(new InvalidInputError(out.stoppedAt!).message, "x:2: not a JSON object (got a number)");
 });

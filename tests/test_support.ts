@@ -132,6 +132,8 @@ export interface ServeProcess {
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
   /** stderr collected so far. */
   stderr(): string;
+  /** stdout collected so far. */
+  stdout(): string;
 }
 
 /**
@@ -160,31 +162,49 @@ export async function spawnServe(args: string[], timeoutMs = 20_000): Promise<Se
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let stderrText = "";
-  const stderrDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({ write: (t) => void (stderrText += t) }),
-  );
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  // The start-up line goes to stdout, or to stderr under --print.
   let stdoutText = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`serve did not start in ${timeoutMs} ms: ${stderrText}`)), timeoutMs);
+  let stderrText = "";
+  let wake: () => void = () => {};
+  const collect = (stream: ReadableStream<Uint8Array>, add: (t: string) => void) =>
+    stream.pipeThrough(new TextDecoderStream()).pipeTo(
+      new WritableStream({
+        write(t) {
+          add(t);
+          wake();
+        },
+      }),
+    );
+  const stdoutDone = collect(child.stdout, (t) => stdoutText += t);
+  const stderrDone = collect(child.stderr, (t) => stderrText += t);
+  let exited = false;
+  child.status.then(() => {
+    exited = true;
+    wake();
   });
-  try {
-    while (!/listening on tls:\/\/[^\n]*\n/.test(stdoutText)) {
-      const { value, done } = await Promise.race([reader.read(), timeout]);
-      if (done) throw new Error(`serve exited before listening: ${stderrText}`);
-      stdoutText += value;
+  const started = performance.now();
+  const startLine = /listening on tls:\/\/[^:]+:(\d+)[^\n]*\n/;
+  let match: RegExpExecArray | null;
+  while (!(match = startLine.exec(stdoutText + stderrText))) {
+    const left = timeoutMs - (performance.now() - started);
+    if (left <= 0) {
+      child.kill("SIGKILL");
+      await Promise.all([child.status, stdoutDone, stderrDone]);
+      throw new Error(`serve did not start in ${timeoutMs} ms: ${stderrText}`);
     }
-  } finally {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      timer = setTimeout(resolve, Math.min(left, 200));
+    });
     clearTimeout(timer);
+    if (exited && !startLine.test(stdoutText + stderrText)) {
+      await Promise.all([stdoutDone, stderrDone]);
+      throw new Error(`serve exited before listening: ${stderrText}`);
+    }
   }
-  // Keep draining stdout so the child never blocks on a full pipe.
-  const stdoutDone = (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  const port = Number(/listening on tls:\/\/[^:]+:(\d+)/.exec(stdoutText)![1]);
-  const dashboard = /dashboard (http:\/\/\S+\/)/.exec(stdoutText)?.[1] ?? null;
+  const port = Number(match[1]);
+  const dashboard = /dashboard (http:\/\/\S+\/)/.exec(match[0])?.[1] ?? null;
   return {
     child,
     port,
@@ -200,5 +220,6 @@ export async function spawnServe(args: string[], timeoutMs = 20_000): Promise<Se
       return status;
     },
     stderr: () => stderrText,
+    stdout: () => stdoutText,
   };
 }
