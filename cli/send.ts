@@ -72,22 +72,31 @@ export async function runSend(args: string[]): Promise<number> {
   } catch (err) {
     if (!(err instanceof InvalidInputError)) {
       events.stop();
+      if (sender.summary.entries > 0) {
+        console.log(formatSummary(sender.summary, (performance.now() - started) / 1000));
+      }
       throw err;
     }
     inputError = err;
   }
+  let failure: unknown = null;
   try {
     // Entries read before a bad line are still delivered.
-    const summary = await sender.finish();
-    events.stop();
-    const seconds = (performance.now() - started) / 1000;
-    console.log(formatSummary(summary, seconds, [["invalid lines skipped", invalid.length], ["blank lines", blank]]));
-    if (inputError) {
-      console.error(`send: ${inputError.message} (--on-invalid fail)`);
-      return 1;
-    }
-    return summary.rejected.length === 0 && summary.acknowledged === summary.entries ? 0 : 1;
+    await sender.finish();
+  } catch (err) {
+    failure = err;
   } finally {
     events.stop();
   }
+  const seconds = (performance.now() - started) / 1000;
+  console.log(
+    formatSummary(sender.summary, seconds, [["invalid lines skipped", invalid.length], ["blank lines", blank]]),
+  );
+  if (failure) throw failure;
+  if (inputError) {
+    console.error(`send: ${inputError.message} (--on-invalid fail)`);
+    return 1;
+  }
+  const summary = sender.summary;
+  return summary.rejected.length === 0 && summary.acknowledged === summary.entries ? 0 : 1;
 }

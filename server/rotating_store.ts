@@ -86,7 +86,8 @@ export class RotatingStore {
     if (!Number.isInteger(options.rotateEntries) || options.rotateEntries < 1) {
       throw new StoreError(`rotate-entries must be a positive integer, got ${options.rotateEntries}`);
     }
-    await Deno.mkdir(options.dir, { recursive: true });
+    // Stored logs are sensitive: owner-only unless the directory already exists with other modes.
+    await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
     const existing = await listDataFiles(options.dir);
     const last = existing.at(-1);
     return new RotatingStore(options, last ? fileIndex(last) + 1 : 1);
@@ -144,7 +145,7 @@ export class RotatingStore {
     this.#file?.close();
     const name = dataFileName(this.#nextIndex++);
     const path = join(this.#options.dir, name);
-    this.#file = await Deno.open(path, { createNew: true, write: true });
+    this.#file = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
     this.#fileName = name;
     this.#entriesInFile = 0;
     this.#options.onFileCreated?.(path);

@@ -39,6 +39,7 @@ Deno.test("RotatingStore.append() starts a new file every rotateEntries entries,
     assert.deepStrictEqual(files.map((f) => f.length), [10, 10, 6]);
     assert.deepStrictEqual(files.flat().map((l) => JSON.parse(l).id), Array.from({ length: 26 }, (_, i) => i));
     assert.deepStrictEqual(created.map((p) => p.slice(dir.length + 1)), [1, 2, 3].map(dataFileName));
+    for (const path of created) assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
   });
 });
 
