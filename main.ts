@@ -1,6 +1,6 @@
 /**
- * tlslog: ships sensitive logs over mutual-TLS-ready, gzip-compressed frames
- * to a collector that stores them in rotating files.
+ * tlslog: ships sensitive logs over TLS in gzip-compressed frames to a
+ * collector that stores them in rotating files.
  *
  * This file dispatches the subcommands and is the only place that exits.
  *
@@ -42,9 +42,13 @@ export function usage(): string {
 /** Runs tlslog with `args`; resolves to the process exit code. */
 export async function main(args: string[]): Promise<number> {
   const [name, ...rest] = args;
-  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+  if (name === undefined) {
+    console.error(usage());
+    return 2;
+  }
+  if (name === "--help" || name === "-h" || name === "help") {
     console.log(usage());
-    return name === undefined ? 2 : 0;
+    return 0;
   }
   if (name === "--version" || name === "-V") {
     console.log(`tlslog ${VERSION}`);

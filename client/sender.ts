@@ -269,6 +269,8 @@ export class Sender {
         if (this.#done()) break;
         throw new SessionError("server closed the connection");
       } catch (err) {
+        // The writer closes the connection once everything is answered.
+        if (this.#done()) break;
         if (err instanceof CertificateError || err instanceof ServerProtocolError) {
           this.#fail(err);
           return;
@@ -365,6 +367,11 @@ export class Sender {
 
   async #writeLoop(conn: Transport["conn"], isClosed: () => boolean): Promise<void> {
     while (!isClosed()) {
+      if (this.#done()) {
+        // finish() came after the last ack: nothing more will arrive to end the read loop.
+        conn.close();
+        return;
+      }
       const batch = this.#toSend.shift();
       if (batch === undefined) {
         await new Promise<void>((resolve) => this.#wakeWriter = resolve);

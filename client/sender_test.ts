@@ -56,3 +56,18 @@ Deno.test("Sender with no entries finishes without connecting", async () => {
   });
   assert.equal(connects, 0);
 });
+
+Deno.test("Sender.finish() returns when every batch was acknowledged before it was called", async () => {
+  const { startTestCollector, testCerts } = await import("../tests/test_support.ts");
+  await using tc = await startTestCollector();
+  const { ca } = await testCerts();
+  const sender = new Sender({
+    connect: () => connectTransport({ host: "localhost", port: tc.port, caCert: ca, alpnProtocols: [ALPN_V2] }),
+    batchSize: 2,
+  });
+  await sender.add(['{"a":1}', '{"a":2}'], "t", [1, 2]);
+  // Wait until the full batch is acknowledged, before finish() is called.
+  while (sender.summary.acknowledged < 2) await new Promise((r) => setTimeout(r, 10));
+  const summary = await sender.finish();
+  assert.deepStrictEqual([summary.entries, summary.acknowledged, summary.retries], [2, 2, 0]);
+});

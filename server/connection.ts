@@ -231,7 +231,9 @@ export class Connection {
     const { limits } = this.#ctx;
     this.#answer(encodeWelcome({
       stream,
-      last_seq: this.#stream.claimedSeq,
+      // Only what is written: a batch whose write is still pending is resent and then
+      // answered as a duplicate once that write completes (or stored if it failed).
+      last_seq: this.#stream.storedSeq,
       max_frame_bytes: limits.maxFrameBytes,
       max_batch_bytes: limits.maxBatchBytes,
       max_entry_bytes: limits.maxEntryBytes,
