@@ -1,6 +1,7 @@
 /**
  * The dashboard in a real headless Chromium, against a real collector fed over
  * TLS. The test is ignored (not passed) where Chromium is not installed.
+ * Set TLSLOG_KEEP_SCREENSHOT=<file.png> to keep the page's screenshot.
  *
  * @module
  */
