@@ -6,7 +6,17 @@
 import { createDashboardApp } from "../dashboard/dashboard_app.ts";
 import { type Collector, type CollectorOptions, ListenError, startCollector } from "../server/collector.ts";
 import { readPemFile } from "../shared/pem_files.ts";
-import { type CommandSpec, formatHelp, intFlag, type ParsedFlags, parseFlags, sizeFlag, stringFlag } from "./flags.ts";
+import type { FsyncMode } from "../server/rotating_store.ts";
+import {
+  type CommandSpec,
+  formatHelp,
+  intFlag,
+  type ParsedFlags,
+  parseFlags,
+  sizeFlag,
+  stringFlag,
+  UsageError,
+} from "./flags.ts";
 
 /** The command's flags and help. */
 export const serveSpec: CommandSpec = {
@@ -21,6 +31,18 @@ export const serveSpec: CommandSpec = {
     key: { type: "string", default: "certs/server.key", arg: "file", help: "server private key (PEM)" },
     "data-dir": { type: "string", default: "./data", arg: "dir", help: "where the .jsonl files go" },
     "rotate-entries": { type: "string", default: "10", help: "entries per file before a new file is started" },
+    "rotate-bytes": {
+      type: "string",
+      arg: "size",
+      help: "also start a new file when one reaches this size (e.g. 64MiB)",
+    },
+    fsync: {
+      type: "string",
+      default: "batch",
+      arg: "mode",
+      help:
+        "batch: ack only after fsync (group commit); interval=<ms>: ack after write, fsync every ms; off: OS decides",
+    },
     "dashboard-port": { type: "string", default: "8080", help: "dashboard HTTP port; 0 turns it off" },
     "dashboard-host": { type: "string", default: "127.0.0.1", help: "dashboard address" },
     print: { type: "boolean", help: "print every stored entry to stdout" },
@@ -34,6 +56,15 @@ export const serveSpec: CommandSpec = {
   ],
 };
 
+/** Parses `--fsync batch|interval=<ms>|off`. */
+export function parseFsyncMode(text: string): FsyncMode {
+  if (text === "batch") return { kind: "batch" };
+  if (text === "off") return { kind: "off" };
+  const m = /^interval=(\d+)(ms)?$/.exec(text);
+  if (m && Number(m[1]) >= 1 && Number(m[1]) <= 60_000) return { kind: "interval", ms: Number(m[1]) };
+  throw new UsageError(`--fsync must be batch, interval=<1..60000 ms> or off, got "${text}"`, "serve");
+}
+
 /** Collector options from the serve flags (certificates read, sizes checked). */
 export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions {
   const certPath = stringFlag(flags, "cert")!;
@@ -45,6 +76,10 @@ export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions 
     key: readPemFile(keyPath, "--key"),
     dataDir: stringFlag(flags, "data-dir")!,
     rotateEntries: intFlag(flags, serveSpec, "rotate-entries", 1, 1_000_000_000),
+    rotateBytes: stringFlag(flags, "rotate-bytes") === undefined
+      ? undefined
+      : sizeFlag(flags, serveSpec, "rotate-bytes", 1024, 1024 ** 4),
+    fsync: parseFsyncMode(stringFlag(flags, "fsync")!),
     maxFrameBytes: sizeFlag(flags, serveSpec, "max-frame-bytes", 1024, 256 * 1024 ** 2),
     maxBatchBytes: sizeFlag(flags, serveSpec, "max-batch-bytes", 1024, 1024 ** 3),
     maxEntryBytes: sizeFlag(flags, serveSpec, "max-entry-bytes", 64, 256 * 1024 ** 2),

@@ -17,6 +17,7 @@ const stats: StatsSnapshot = {
   frames_rejected: 3,
   rejected_by_reason: { bad_gzip: 3 },
   files_written: 124,
+  fsyncs: 60,
   current_file: "tlslog-00000124.jsonl",
   uptime_s: 3725,
   started_at: "2026-01-01T00:00:00.000Z",

@@ -9,7 +9,7 @@ import tls from "node:tls";
 import { ALPN_V2 } from "../shared/protocol.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { Connection, type IngestLimits } from "./connection.ts";
-import { RotatingStore } from "./rotating_store.ts";
+import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
 import { ServerStats } from "./server_stats.ts";
 import { StreamRegistry } from "./stream_registry.ts";
 
@@ -29,6 +29,10 @@ export interface CollectorOptions extends IngestLimits {
   dataDir: string;
   /** Entries per data file. */
   rotateEntries: number;
+  /** Bytes per data file (rotation by size). Default: no limit. */
+  rotateBytes?: number;
+  /** Durability of acknowledged data. Default: fsync each group commit. */
+  fsync?: FsyncMode;
   /** Receives every stored batch of JSON lines (for --print). */
   onStored?: (lines: Uint8Array) => void;
   /** Diagnostics sink. Default: stderr. */
@@ -64,9 +68,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const store = await RotatingStore.open({
     dir: options.dataDir,
     rotateEntries: options.rotateEntries,
+    rotateBytes: options.rotateBytes,
+    fsync: options.fsync,
     onFileCreated: () => stats.filesWritten++,
+    onSync: () => stats.fsyncs++,
+    log,
   });
-  const streams = new StreamRegistry();
+  const streams = new StreamRegistry(store.recoveredStreams);
   const connections = new Set<Connection>();
   const context = { store, stats, streams, limits: options, onStored: options.onStored, log };
 

@@ -21,7 +21,7 @@ import {
   V1_OK,
 } from "../shared/protocol.ts";
 import { BatchFormatError, ingestBatch } from "./batch_ingest.ts";
-import type { RotatingStore } from "./rotating_store.ts";
+import type { RotatingStore, StreamProgress } from "./rotating_store.ts";
 import type { ServerStats } from "./server_stats.ts";
 import type { StreamRegistry, StreamState } from "./stream_registry.ts";
 
@@ -65,6 +65,7 @@ export class Connection {
   readonly #v2: boolean;
   readonly #decoder: FrameDecoder;
   #stream: StreamState | null = null;
+  #streamId = "";
   /** Answers are written in frame order: each waits for the one before. */
   #answers: Promise<void> = Promise.resolve();
   #outstanding = 0;
@@ -228,6 +229,7 @@ export class Connection {
   #onHello(stream: string): void {
     if (this.#stream !== null) return this.#reject("bad_message", "HELLO was already received", null);
     this.#stream = this.#ctx.streams.get(stream);
+    this.#streamId = stream;
     const { limits } = this.#ctx;
     this.#answer(encodeWelcome({
       stream,
@@ -269,7 +271,7 @@ export class Connection {
     for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
     stream.claimedSeq = seq;
     const rejected = batch.rejected.map(({ index, error }) => ({ index, error }));
-    const stored = this.#store(batch.data, batch.count).then(
+    const stored = this.#store(batch.data, batch.count, { stream: this.#streamId, seq }).then(
       () => {
         stream.storedSeq = Math.max(stream.storedSeq, seq);
         return encodeAck(rejected.length > 0 ? { seq, stored: batch.count, rejected } : { seq, stored: batch.count });
@@ -287,8 +289,8 @@ export class Connection {
     this.#ctx.stats.bytesUncompressed += uncompressed;
   }
 
-  async #store(lines: Uint8Array, count: number): Promise<void> {
-    await this.#ctx.store.append(lines, count);
+  async #store(lines: Uint8Array, count: number, progress?: StreamProgress): Promise<void> {
+    await this.#ctx.store.append(lines, count, progress);
     this.#ctx.stats.recordWritten(count);
     if (count > 0) this.#ctx.onStored?.(lines);
   }

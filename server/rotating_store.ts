@@ -1,22 +1,46 @@
 /**
  * Append-only storage of entries as JSON lines in rotating files
  * `tlslog-00000001.jsonl`, `tlslog-00000002.jsonl`, ... whose names sort in
- * write order, across restarts too. Appends from every connection are queued
- * and written together; each append's promise settles once its bytes are in
- * the file.
+ * write order, across restarts too.
+ *
+ * Group commit: appends from every connection queue up while the previous
+ * group is being written; the next group writes them all, syncs once (in
+ * `fsync: "batch"` mode), records the commit (data position and stream
+ * progress, see commit_log.ts) and only then settles their promises. So one
+ * fsync covers every batch that arrived meanwhile, and an acknowledged batch
+ * is on stable storage together with the record that it was stored.
  *
  * @module
  */
 import { join } from "node:path";
+import { CommitLog, type CommitPosition, syncDir, writeAll } from "./commit_log.ts";
+
+/** When data reaches stable storage before an ack. */
+export type FsyncMode =
+  | { kind: "batch" }
+  | { kind: "interval"; ms: number }
+  | { kind: "off" };
 
 /** Options for {@linkcode RotatingStore.open}. */
 export interface RotatingStoreOptions {
-  /** Directory of the data files; created when missing. */
+  /** Directory of the data files; created (mode 0700) when missing. */
   dir: string;
   /** Entries per file before a new one is started. */
   rotateEntries: number;
+  /** Bytes per file before a new one is started (checked between batches' entries). Default: no limit. */
+  rotateBytes?: number;
+  /**
+   * `batch` (default): fsync data and commit record before acknowledging.
+   * `interval`: acknowledge after the write, fsync every `ms`.
+   * `off`: leave flushing to the OS.
+   */
+  fsync?: FsyncMode;
   /** Called with the path of each file created. */
   onFileCreated?: (path: string) => void;
+  /** Called after each fsync of a data file. */
+  onSync?: () => void;
+  /** Recovery notices. */
+  log?: (message: string) => void;
 }
 
 /** Raised when the store is used after close or the options are invalid. */
@@ -58,9 +82,16 @@ export function offsetAfterLines(data: Uint8Array, n: number): number {
   return at + 1;
 }
 
+/** Stream progress carried by an append: this batch of `stream` has number `seq`. */
+export interface StreamProgress {
+  stream: string;
+  seq: number;
+}
+
 interface PendingAppend {
   data: Uint8Array;
   count: number;
+  progress?: StreamProgress;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -68,29 +99,65 @@ interface PendingAppend {
 /** The rotating JSON-lines store. */
 export class RotatingStore {
   readonly #options: RotatingStoreOptions;
+  readonly #fsync: FsyncMode;
+  readonly #commits: CommitLog;
+  readonly #streams: ReadonlyMap<string, number>;
   #nextIndex: number;
+  #fileIndex = 0;
   #file: Deno.FsFile | null = null;
   #fileName: string | null = null;
   #entriesInFile = 0;
+  #bytesInFile = 0;
   #queue: PendingAppend[] = [];
   #flushing: Promise<void> | null = null;
   #closed = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #dirty = false;
 
-  private constructor(options: RotatingStoreOptions, nextIndex: number) {
+  private constructor(
+    options: RotatingStoreOptions,
+    nextIndex: number,
+    commits: CommitLog,
+    streams: Map<string, number>,
+  ) {
     this.#options = options;
+    this.#fsync = options.fsync ?? { kind: "batch" };
     this.#nextIndex = nextIndex;
+    this.#commits = commits;
+    this.#streams = streams;
+    if (this.#fsync.kind === "interval") {
+      this.#timer = setInterval(() => this.#syncInBackground(), this.#fsync.ms);
+    }
   }
 
-  /** Opens the store in `options.dir`, continuing the numbering of files already there. */
+  /**
+   * Opens the store in `options.dir`. Data past the last commit record was
+   * never acknowledged: it is cut off (and files begun after it removed), so
+   * what the senders resend is stored exactly once. Writing continues in a
+   * new file after the highest one present.
+   */
   static async open(options: RotatingStoreOptions): Promise<RotatingStore> {
     if (!Number.isInteger(options.rotateEntries) || options.rotateEntries < 1) {
       throw new StoreError(`rotate-entries must be a positive integer, got ${options.rotateEntries}`);
     }
+    if (options.rotateBytes !== undefined && (!Number.isInteger(options.rotateBytes) || options.rotateBytes < 1)) {
+      throw new StoreError(`rotate-bytes must be a positive integer, got ${options.rotateBytes}`);
+    }
     // Stored logs are sensitive: owner-only unless the directory already exists with other modes.
     await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
-    const existing = await listDataFiles(options.dir);
-    const last = existing.at(-1);
-    return new RotatingStore(options, last ? fileIndex(last) + 1 : 1);
+    const { log: commits, state, existed } = await CommitLog.open(options.dir);
+    let names = await listDataFiles(options.dir);
+    if (existed || state.position) {
+      await cutUncommitted(options.dir, names, state.position, options.log ?? (() => {}));
+      names = await listDataFiles(options.dir);
+    }
+    const last = names.at(-1);
+    return new RotatingStore(options, last ? fileIndex(last) + 1 : 1, commits, state.streams);
+  }
+
+  /** Highest stored batch sequence per stream, as recovered at open. */
+  get recoveredStreams(): ReadonlyMap<string, number> {
+    return this.#streams;
   }
 
   /** Name of the file being written, or null before the first entry. */
@@ -99,73 +166,167 @@ export class RotatingStore {
   }
 
   /**
-   * Appends `count` entries given as newline-terminated JSON lines. Resolves
-   * once they are written to the data files.
+   * Appends `count` entries given as newline-terminated JSON lines, with the
+   * stream progress they represent. Resolves once they are written and
+   * committed (and synced, in batch mode).
    */
-  append(data: Uint8Array, count: number): Promise<void> {
+  append(data: Uint8Array, count: number, progress?: StreamProgress): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreError("store is closed"));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ data, count, resolve, reject });
+      this.#queue.push({ data, count, progress, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
 
+  /** Resolves once every append queued before this call is committed. */
+  barrier(): Promise<void> {
+    return this.append(new Uint8Array(0), 0);
+  }
+
   async #flush(): Promise<void> {
-    // Let appends made in the same turn of the event loop join this write.
+    // Let appends made in the same turn of the event loop join this group.
     await Promise.resolve();
     while (this.#queue.length > 0) {
-      const batch = this.#queue;
+      const group = this.#queue;
       this.#queue = [];
       try {
-        for (const item of batch) await this.#write(item.data, item.count);
-        for (const item of batch) item.resolve();
+        const streams = new Map<string, number>();
+        let wrote = false;
+        for (const item of group) {
+          if (item.count > 0) {
+            await this.#write(item.data, item.count);
+            wrote = true;
+          }
+          if (item.progress) streams.set(item.progress.stream, item.progress.seq);
+        }
+        if (wrote || streams.size > 0) {
+          const batch = this.#fsync.kind === "batch";
+          if (batch && this.#file && wrote) {
+            await this.#file.syncData();
+            this.#options.onSync?.();
+          }
+          await this.#commits.commit(this.#position(), streams, batch);
+          this.#dirty = !batch;
+        }
+        for (const item of group) item.resolve();
       } catch (err) {
-        for (const item of batch) item.reject(err);
+        for (const item of group) item.reject(err);
       }
     }
     this.#flushing = null;
   }
 
+  #position(): CommitPosition {
+    return { file: this.#fileIndex, offset: this.#bytesInFile };
+  }
+
   async #write(data: Uint8Array, count: number): Promise<void> {
     let rest = data;
     let left = count;
+    const maxBytes = this.#options.rotateBytes ?? Infinity;
     while (left > 0) {
-      if (this.#file === null || this.#entriesInFile >= this.#options.rotateEntries) await this.#rotate();
-      const room = this.#options.rotateEntries - this.#entriesInFile;
-      const take = Math.min(room, left);
-      const end = take === left ? rest.length : offsetAfterLines(rest, take);
+      if (this.#file === null || this.#entriesInFile >= this.#options.rotateEntries || this.#bytesInFile >= maxBytes) {
+        await this.#rotate();
+      }
+      let take = Math.min(this.#options.rotateEntries - this.#entriesInFile, left);
+      let end = take === left ? rest.length : offsetAfterLines(rest, take);
+      if (this.#bytesInFile + end > maxBytes && take > 1) {
+        // Fill up to the size limit, at least one entry per file.
+        take = Math.max(1, countLinesWithin(rest, maxBytes - this.#bytesInFile, take));
+        end = offsetAfterLines(rest, take);
+      }
       await writeAll(this.#file!, rest.subarray(0, end));
       this.#entriesInFile += take;
+      this.#bytesInFile += end;
       left -= take;
       rest = rest.subarray(end);
     }
   }
 
   async #rotate(): Promise<void> {
-    this.#file?.close();
-    const name = dataFileName(this.#nextIndex++);
+    if (this.#file) {
+      if (this.#fsync.kind !== "off") await this.#file.syncData();
+      this.#file.close();
+    }
+    this.#fileIndex = this.#nextIndex++;
+    const name = dataFileName(this.#fileIndex);
     const path = join(this.#options.dir, name);
     this.#file = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
+    // The new name must survive a crash as well as the bytes written into it.
+    if (this.#fsync.kind === "batch") await syncDir(this.#options.dir);
     this.#fileName = name;
     this.#entriesInFile = 0;
+    this.#bytesInFile = 0;
     this.#options.onFileCreated?.(path);
   }
 
-  /** Resolves once every append queued before this call is written. */
-  barrier(): Promise<void> {
-    return this.append(new Uint8Array(0), 0);
+  #syncInBackground(): void {
+    if (!this.#dirty || this.#flushing) return;
+    this.#dirty = false;
+    const file = this.#file;
+    this.#flushing = (async () => {
+      await file?.syncData();
+      await this.#commits.sync();
+      this.#options.onSync?.();
+    })().catch((err) => this.#options.log?.(`fsync failed: ${(err as Error).message}`)).finally(() => {
+      this.#flushing = null;
+      if (this.#queue.length > 0) this.#flushing = this.#flush();
+    });
   }
 
-  /** Waits for queued appends, then closes the current file. */
+  /** Waits for queued appends, syncs, then closes the files. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#timer);
     while (this.#flushing) await this.#flushing;
+    if (this.#file && this.#fsync.kind !== "off") await this.#file.syncData();
+    if (this.#fsync.kind !== "off") await this.#commits.sync();
     this.#file?.close();
     this.#file = null;
+    this.#commits.close();
   }
 }
 
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
+/** How many of the first `max` lines of `data` fit within `bytes`. */
+function countLinesWithin(data: Uint8Array, bytes: number, max: number): number {
+  let n = 0;
+  let at = -1;
+  while (n < max) {
+    const next = data.indexOf(NEWLINE, at + 1);
+    if (next === -1 || next + 1 > bytes) break;
+    at = next;
+    n++;
+  }
+  return n;
+}
+
+/** Removes what was written after the last commit: it was never acknowledged. */
+async function cutUncommitted(
+  dir: string,
+  names: string[],
+  position: CommitPosition | null,
+  log: (message: string) => void,
+): Promise<void> {
+  for (const name of names) {
+    const index = fileIndex(name);
+    const path = join(dir, name);
+    if (position === null || index > position.file) {
+      const { size } = await Deno.stat(path);
+      await Deno.remove(path);
+      log(`recovery: removed ${name} (${size} bytes written after the last commit; senders resend it)`);
+    } else if (index === position.file) {
+      const { size } = await Deno.stat(path);
+      if (size > position.offset) {
+        const file = await Deno.open(path, { write: true });
+        try {
+          await file.truncate(position.offset);
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+        log(`recovery: cut ${size - position.offset} uncommitted bytes from the end of ${name}; senders resend them`);
+      }
+    }
+  }
+  await syncDir(dir);
 }

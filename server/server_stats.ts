@@ -21,6 +21,7 @@ export class ServerStats {
   framesReceived = 0;
   framesRejected = 0;
   filesWritten = 0;
+  fsyncs = 0;
   currentFile: string | null = null;
   readonly rejectedByReason: Record<string, number> = {};
   readonly #startedMs: number;
@@ -88,6 +89,7 @@ export class ServerStats {
       frames_rejected: this.framesRejected,
       rejected_by_reason: { ...this.rejectedByReason },
       files_written: this.filesWritten,
+      fsyncs: this.fsyncs,
       current_file: this.currentFile,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),

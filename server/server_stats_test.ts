@@ -28,6 +28,7 @@ Deno.test("ServerStats.snapshot() reports counters, ratio and uptime", () => {
     frames_rejected: 2,
     rejected_by_reason: { bad_gzip: 2, invalid_entry: 1 },
     files_written: 0,
+    fsyncs: 0,
     current_file: null,
     uptime_s: 2.5,
     started_at: "2026-01-01T00:00:00.000Z",

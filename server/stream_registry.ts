@@ -14,9 +14,17 @@ export interface StreamState {
   claimedSeq: number;
 }
 
-/** In-memory registry of stream progress, for the life of the process. */
+/**
+ * Registry of stream progress. It starts from what the store's commit log
+ * recovered, and the store persists every advance with the data it describes.
+ */
 export class StreamRegistry {
   readonly #streams = new Map<string, StreamState>();
+
+  /** @param recovered highest stored sequence per stream, from the store */
+  constructor(recovered: ReadonlyMap<string, number> = new Map()) {
+    for (const [stream, seq] of recovered) this.#streams.set(stream, { storedSeq: seq, claimedSeq: seq });
+  }
 
   /** The state of `stream`, created at zero when new. */
   get(stream: string): StreamState {

@@ -32,6 +32,8 @@ export interface StatsSnapshot {
   rejected_by_reason: Record<string, number>;
   /** Data files created. */
   files_written: number;
+  /** fsyncs of data files (one per group commit in batch mode). */
+  fsyncs: number;
   /** Name of the file being written, or null. */
   current_file: string | null;
   uptime_s: number;

@@ -51,6 +51,8 @@ Deno.test("send of 100,000 entries survives the collector being killed with SIGK
         caPath,
         "--retries",
         "30",
+        "--retry-max-delay",
+        "2s",
         "--batch-size",
         "500",
         input,
