@@ -6,7 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import { connectTransport, type TransportOptions } from "../client/tls_transport.ts";
-import { Sender, type SenderEvent, type SendSummary } from "../client/sender.ts";
+import { Sender, type SenderEvent, type SenderOptions, type SendSummary } from "../client/sender.ts";
 import { ALPN_V2 } from "../shared/protocol.ts";
 import { readPemFile } from "../shared/pem_files.ts";
 import { type CommandSpec, durationFlag, type FlagSpec, intFlag, type ParsedFlags, stringFlag } from "./flags.ts";
@@ -66,6 +66,7 @@ export function senderFromFlags(
   spec: CommandSpec,
   onEvent: (e: SenderEvent) => void,
   warn: (m: string) => void,
+  extra: Partial<SenderOptions> = {},
 ): Sender {
   const transport = transportFromFlags(flags, spec, warn);
   return new Sender({
@@ -76,6 +77,7 @@ export function senderFromFlags(
     retries: intFlag(flags, spec, "retries", 0, 1_000_000),
     backoff: { maxMs: durationFlag(flags, spec, "retry-max-delay", 1000, 3_600_000) },
     onEvent,
+    ...extra,
   });
 }
 
@@ -121,6 +123,8 @@ export function reportEvents(command: string): EventReporter {
         console.error(
           `${command}: connection failed (${e.error}); retry ${e.attempt} in ${(e.delayMs / 1000).toFixed(1)} s`,
         );
+      } else if (e.type === "dropped") {
+        console.error(`${command}: dropped ${e.entries} entries: ${e.reason}`);
       } else if (e.type === "rejected") {
         console.error(`${command}: ${e.source}:${e.line}: rejected by server: ${e.error}`);
       } else if (e.attempt > 0) {
@@ -139,6 +143,7 @@ export function formatSummary(summary: SendSummary, seconds: number, extra: [str
   const ratio = summary.rawBytes === 0 ? 0 : summary.compressedBytes / summary.rawBytes;
   const rows: [string, string | number][] = [
     ["entries", summary.entries],
+    ["resumed from spool", summary.resumedFromSpool],
     ["acknowledged", summary.acknowledged],
     ["rejected by server", summary.rejected.length],
     ...extra,
@@ -149,6 +154,10 @@ export function formatSummary(summary: SendSummary, seconds: number, extra: [str
     ["batches resent", summary.resentBatches],
     ["duplicates suppressed", summary.duplicates],
     ["retries", summary.retries],
+    ["dropped (spool full)", summary.dropped],
+    ["spool entries", summary.spoolEntries],
+    ["spool bytes", summary.spoolBytes],
+    ["oldest unacked age", summary.oldestUnackedMs === null ? "-" : `${(summary.oldestUnackedMs / 1000).toFixed(1)} s`],
     ["seconds", seconds.toFixed(2)],
     ["entries/s", Math.round(summary.acknowledged / Math.max(seconds, 1e-3))],
   ];

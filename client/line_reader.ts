@@ -13,6 +13,16 @@ export interface LineChunk {
   /** Line number (1-based) of `lines[0]`. */
   firstLine: number;
   lines: string[];
+  /** Byte offset in the stream just after the last of `lines` (resume reading there). */
+  endOffset: number;
+}
+
+/** Options for {@linkcode readLineChunks}. */
+export interface ReadLineOptions {
+  /** Line number of the first line in the stream. Default 1. */
+  firstLine?: number;
+  /** Byte offset the stream starts at (it was seeked there). Default 0. */
+  offset?: number;
 }
 
 const CHUNK_BYTES = 4 << 20;
@@ -21,10 +31,16 @@ const CHUNK_BYTES = 4 << 20;
  * Yields the lines of `stream` in chunks, without their line terminators
  * (`\n` or `\r\n`). A last line without a terminator is yielded too.
  */
-export async function* readLineChunks(stream: ReadableStream<Uint8Array>, source: string): AsyncGenerator<LineChunk> {
+export async function* readLineChunks(
+  stream: ReadableStream<Uint8Array>,
+  source: string,
+  options: ReadLineOptions = {},
+): AsyncGenerator<LineChunk> {
   const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
   let carry = "";
-  let lineNo = 1;
+  let lineNo = options.firstLine ?? 1;
+  let bytesRead = options.offset ?? 0;
   const reader = stream.getReader({ mode: "byob" });
   let buffer = new ArrayBuffer(CHUNK_BYTES);
   try {
@@ -32,6 +48,7 @@ export async function* readLineChunks(stream: ReadableStream<Uint8Array>, source
       const { value, done } = await reader.read(new Uint8Array(buffer));
       if (done) break;
       buffer = value.buffer as ArrayBuffer;
+      bytesRead += value.length;
       const text = carry + decoder.decode(value, { stream: true });
       const lines = text.split("\n");
       carry = lines.pop()!;
@@ -40,12 +57,13 @@ export async function* readLineChunks(stream: ReadableStream<Uint8Array>, source
         const l = lines[i]!;
         if (l.endsWith("\r")) lines[i] = l.slice(0, -1);
       }
-      yield { source, firstLine: lineNo, lines };
+      // The carried partial line is what is not consumed yet.
+      yield { source, firstLine: lineNo, lines, endOffset: bytesRead - encoder.encode(carry).length };
       lineNo += lines.length;
     }
     carry += decoder.decode();
     if (carry.endsWith("\r")) carry = carry.slice(0, -1);
-    if (carry.length > 0) yield { source, firstLine: lineNo, lines: [carry] };
+    if (carry.length > 0) yield { source, firstLine: lineNo, lines: [carry], endOffset: bytesRead };
   } finally {
     reader.releaseLock();
   }

@@ -27,6 +27,17 @@ Deno.test("readLineChunks() numbers lines across chunk boundaries, CRLF and a la
   ]);
 });
 
+Deno.test("readLineChunks() reports the byte offset after each chunk's last line, from a resumed offset", async () => {
+  const ends: [number, number][] = [];
+  for await (
+    const c of readLineChunks(streamOf('{"a":"é"}\n{"b"', ':2}\r\n{"c"'), "f", { firstLine: 7, offset: 100 })
+  ) {
+    ends.push([c.firstLine, c.endOffset]);
+  }
+  // One read takes both parts. é is 2 bytes: lines 7-8 end at 100 + 11 + 9, the unterminated line 9 at the end.
+  assert.deepStrictEqual(ends, [[7, 120], [9, 124]]);
+});
+
 Deno.test("readLineChunks() decodes a multi-byte character split between chunks", async () => {
   const bytes = new TextEncoder().encode('{"n":"é"}\n');
   const stream = new ReadableStream({
@@ -43,16 +54,20 @@ Deno.test("readLineChunks() decodes a multi-byte character split between chunks"
 Deno.test("selectEntries() keeps objects, counts blanks, reports the rest with file and line", () => {
   const seen: InvalidLine[] = [];
   const out = selectEntries(
-    { source: "app.jsonl", firstLine: 10, lines: [' {"a":1} ', "", "[1]", "oops", '{"b":2}'] },
+    { source: "app.jsonl", firstLine: 10, lines: [' {"a":1} ', "", "[1]", "oops", '{"b":2}'], endOffset: 0 },
     (i) => void seen.push(i),
   );
   assert.deepStrictEqual(out, { source: "app.jsonl", entries: ['{"a":1}', '{"b":2}'], lineNos: [10, 14], blank: 1 });
+  assert.equal(selectEntries({ source: "s", firstLine: 1, lines: [], endOffset: 0 }, () => {}).entries.length, 0);
   assert.deepStrictEqual(seen.map((i) => `${i.source}:${i.line}`), ["app.jsonl:12", "app.jsonl:13"]);
   assert.match(seen[0]!.reason, /not a JSON object \(got an array\)/);
 });
 
 Deno.test("selectEntries() stops at a bad line when the handler says stop, keeping the entries before it", () => {
-  const out = selectEntries({ source: "x", firstLine: 1, lines: ["{}", "7", '{"late":1}'] }, () => "stop");
+  const out = selectEntries(
+    { source: "x", firstLine: 1, lines: ["{}", "7", '{"late":1}'], endOffset: 0 },
+    () => "stop",
+  );
   assert.deepStrictEqual(out, {
     source: "x",
     entries: ["{}"],

@@ -13,6 +13,7 @@ import { gzip } from "../shared/gzip.ts";
 import {
   type Ack,
   ALPN_V2,
+  BATCH_HEADER_BYTES,
   decodeMessage,
   encodeBatch,
   encodeHello,
@@ -20,6 +21,7 @@ import {
   type V2Message,
   type Welcome,
 } from "../shared/protocol.ts";
+import type { Spool } from "./spool.ts";
 import { CertificateError, type Transport } from "./tls_transport.ts";
 
 /** Options for {@linkcode Sender}. */
@@ -50,13 +52,22 @@ export interface SenderOptions {
   random?: () => number;
   /** Progress and retry notices. */
   onEvent?: (event: SenderEvent) => void;
+  /** Keep batches on disk until acknowledged; the stream id and sequence numbers come from it. */
+  spool?: Spool;
+  /** Spool capacity in bytes of compressed batches. Default 1 GiB. */
+  spoolMaxBytes?: number;
+  /** What to do when the spool is full. Default "block" (slow the input down). */
+  whenFull?: "block" | "drop-oldest" | "drop-newest";
+  /** Clock for batch ages. */
+  now?: () => number;
 }
 
 /** Something the sender wants to tell its user. */
 export type SenderEvent =
   | { type: "connected"; attempt: number }
   | { type: "retry"; attempt: number; delayMs: number; error: string }
-  | { type: "rejected"; source: string; line: number; error: string };
+  | { type: "rejected"; source: string; line: number; error: string }
+  | { type: "dropped"; entries: number; reason: string };
 
 /** A refused entry, located in the input. */
 export interface Rejection {
@@ -67,8 +78,10 @@ export interface Rejection {
 
 /** What happened, as the summary prints it. */
 export interface SendSummary {
-  /** Entries handed to the sender. */
+  /** Entries handed to the sender (including those resumed from the spool). */
   entries: number;
+  /** Entries an earlier run left unacknowledged in the spool. */
+  resumedFromSpool: number;
   /** Entries the server acknowledged as stored (or already stored). */
   acknowledged: number;
   /** Entries refused by the server. */
@@ -82,6 +95,14 @@ export interface SendSummary {
   retries: number;
   /** Batches sent more than once. */
   resentBatches: number;
+  /** Entries dropped because the spool was full (--when-full drop-oldest or drop-newest). */
+  dropped: number;
+  /** What the spool holds now (zero without a spool). */
+  spoolBatches: number;
+  spoolEntries: number;
+  spoolBytes: number;
+  /** Age of the oldest unacknowledged batch in ms, or null when all are acknowledged. */
+  oldestUnackedMs: number | null;
 }
 
 /** The sender gave up: the connection failed more often in a row than allowed. */
@@ -101,6 +122,7 @@ interface Batch {
   source: string[];
   lineNos: number[];
   sends: number;
+  createdMs: number;
 }
 
 /** Raised inside a session to end it and reconnect. */
@@ -122,9 +144,12 @@ const ANSWER_MAX_BYTES = 1 << 20;
  * ```
  */
 export class Sender {
-  readonly #o: Required<Omit<SenderOptions, "onEvent" | "backoff">> & Pick<SenderOptions, "onEvent" | "backoff">;
+  readonly #o:
+    & Required<Omit<SenderOptions, "onEvent" | "backoff" | "spool">>
+    & Pick<SenderOptions, "onEvent" | "backoff" | "spool">;
   readonly #summary: SendSummary = {
     entries: 0,
+    resumedFromSpool: 0,
     acknowledged: 0,
     rejected: [],
     duplicates: 0,
@@ -133,6 +158,11 @@ export class Sender {
     compressedBytes: 0,
     retries: 0,
     resentBatches: 0,
+    dropped: 0,
+    spoolBatches: 0,
+    spoolEntries: 0,
+    spoolBytes: 0,
+    oldestUnackedMs: null,
   };
   #entries: string[] = [];
   #sources: string[] = [];
@@ -149,6 +179,11 @@ export class Sender {
   #windowWaiters: (() => void)[] = [];
   #loop: Promise<void> | null = null;
   #linger: ReturnType<typeof setTimeout> | undefined;
+  /** Batches cut and not yet handed over (to the spool, or to the send queue). */
+  #staged: Batch[] = [];
+  /** With a spool: the highest seq loaded from it into memory. */
+  #loadedUpTo = 0;
+  #ackWaiters: (() => void)[] = [];
 
   /** @param options see {@linkcode SenderOptions} */
   constructor(options: SenderOptions) {
@@ -163,8 +198,19 @@ export class Sender {
       lingerMs: 200,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
       random: Math.random,
+      spoolMaxBytes: 1024 ** 3,
+      whenFull: "block",
+      now: Date.now,
       ...options,
     };
+    if (this.#o.spool) {
+      this.#o.stream = this.#o.spool.streamId;
+      // Entries taken from the input by an earlier run and still unacknowledged.
+      this.#summary.entries = this.#o.spool.stats.entries;
+      this.#summary.resumedFromSpool = this.#o.spool.stats.entries;
+      this.#pump();
+      this.#updateSpoolStats();
+    }
   }
 
   /** Live counters (the same object {@linkcode finish} returns). */
@@ -179,9 +225,20 @@ export class Sender {
 
   /**
    * Adds entries (each one JSON object on one line). Resolves when there is
-   * room for more: the caller is slowed down to the pace of the acks.
+   * room for more: the caller is slowed down to the pace of the acks (or, with
+   * a spool, to the spool's capacity).
    */
   async add(entries: string[], source: string, lineNos: number[]): Promise<void> {
+    await this.addChunk(entries, source, lineNos);
+  }
+
+  /**
+   * Adds entries read from one chunk of input. With a spool, `meta` (the
+   * input's read position after this chunk) is stored in the same transaction
+   * as every batch cut from the chunk, and the partial batch is cut too, so
+   * that everything taken from the input is on disk when this resolves.
+   */
+  async addChunk(entries: string[], source: string, lineNos: number[], meta?: Record<string, string>): Promise<void> {
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!;
       this.#entries.push(entry);
@@ -191,24 +248,133 @@ export class Sender {
       this.#summary.entries++;
       if (this.#entries.length >= this.#o.batchSize || this.#pendingBytes >= this.#o.batchBytes) {
         this.#cutBatch();
-        while (this.#unacked.size >= this.#o.maxInFlight && !this.#failure) {
-          await new Promise<void>((resolve) => this.#windowWaiters.push(resolve));
-        }
-        if (this.#failure) throw this.#failure;
+        if (!this.#o.spool) await this.#handOver();
       }
     }
+    if (this.#o.spool) {
+      if (meta) this.#cutBatch();
+      await this.#handOver(meta);
+    }
     if (this.#entries.length > 0 && this.#linger === undefined) {
-      this.#linger = setTimeout(() => this.#cutBatch(), this.#o.lingerMs);
+      this.#linger = setTimeout(() => {
+        this.#cutBatch();
+        this.#handOver().catch(() => {});
+      }, this.#o.lingerMs);
+    }
+  }
+
+  /** Moves staged batches to the spool or the send queue, waiting for room. */
+  async #handOver(meta?: Record<string, string>): Promise<void> {
+    const spool = this.#o.spool;
+    if (!spool) {
+      for (const batch of this.#staged.splice(0)) this.#enqueue(batch);
+      while (this.#unacked.size >= this.#o.maxInFlight && !this.#failure) {
+        await new Promise<void>((resolve) => this.#windowWaiters.push(resolve));
+      }
+      if (this.#failure) throw this.#failure;
+      return;
+    }
+    const batches = this.#staged.splice(0);
+    const kept: Batch[] = [];
+    for (const batch of batches) {
+      while (spool.stats.bytes + batch.frame.length > this.#o.spoolMaxBytes && spool.stats.batches > 0) {
+        if (this.#failure) throw this.#failure;
+        if (this.#o.whenFull === "drop-newest" || !this.#dropOldest()) {
+          if (this.#o.whenFull === "block") {
+            await new Promise<void>((resolve) => this.#ackWaiters.push(resolve));
+            continue;
+          }
+          this.#drop(batch.count, "spool full (drop-newest)");
+          batch.count = 0;
+          break;
+        }
+      }
+      if (batch.count > 0) kept.push(batch);
+    }
+    spool.put(
+      kept.map((b) => ({
+        seq: b.seq,
+        count: b.count,
+        rawBytes: 0,
+        body: b.frame.subarray(4 + BATCH_HEADER_BYTES),
+        createdMs: b.createdMs,
+        source: b.source[0] ?? "",
+        lineNos: b.lineNos,
+      })),
+      meta,
+    );
+    this.#updateSpoolStats();
+    this.#pump();
+    this.#loop ??= this.#run();
+    this.#wake();
+  }
+
+  /** Drops the oldest spooled batch not yet loaded for sending; false when there is none. */
+  #dropOldest(): boolean {
+    const spool = this.#o.spool!;
+    const [oldest] = spool.load(this.#loadedUpTo, 1);
+    if (!oldest) return false;
+    spool.remove([oldest.seq]);
+    this.#drop(oldest.count, "spool full (drop-oldest)");
+    return true;
+  }
+
+  #drop(entries: number, reason: string): void {
+    this.#summary.dropped += entries;
+    this.#o.onEvent?.({ type: "dropped", entries, reason });
+  }
+
+  /** With a spool: loads batches into memory while the in-flight window has room. */
+  #pump(): void {
+    const spool = this.#o.spool;
+    if (!spool) return;
+    const room = this.#o.maxInFlight - this.#unacked.size;
+    if (room <= 0) return;
+    for (const b of spool.load(this.#loadedUpTo, room)) {
+      this.#loadedUpTo = b.seq;
+      this.#enqueue({
+        seq: b.seq,
+        frame: encodeFrame(encodeBatch(b.seq, b.count, b.body)),
+        count: b.count,
+        source: b.lineNos.map(() => b.source),
+        lineNos: b.lineNos,
+        sends: 0,
+        createdMs: b.createdMs,
+      });
+    }
+  }
+
+  #enqueue(batch: Batch): void {
+    this.#unacked.set(batch.seq, batch);
+    this.#toSend.push(batch);
+    this.#loop ??= this.#run();
+    this.#wake();
+  }
+
+  #updateSpoolStats(): void {
+    const spool = this.#o.spool;
+    if (spool) {
+      const st = spool.stats;
+      this.#summary.spoolBatches = st.batches;
+      this.#summary.spoolEntries = st.entries;
+      this.#summary.spoolBytes = st.bytes;
+      this.#summary.oldestUnackedMs = st.oldestMs === null ? null : this.#o.now() - st.oldestMs;
+    } else {
+      let oldest: number | null = null;
+      for (const b of this.#unacked.values()) oldest = Math.min(oldest ?? b.createdMs, b.createdMs);
+      this.#summary.oldestUnackedMs = oldest === null ? null : this.#o.now() - oldest;
     }
   }
 
   /** Sends what is left and waits until every batch is answered. */
   async finish(): Promise<SendSummary> {
     this.#cutBatch();
+    await this.#handOver();
     this.#finished = true;
     this.#wake();
     this.#loop ??= this.#run();
     await this.#loop;
+    this.#updateSpoolStats();
     if (this.#failure) throw this.#failure;
     return this.#summary;
   }
@@ -220,15 +386,16 @@ export class Sender {
     const text = this.#entries.join("\n") + "\n";
     const raw = encoder.encode(text);
     const body = gzip(raw, this.#o.gzipLevel);
-    const seq = this.#nextSeq++;
-    const batch: Batch = {
+    const seq = this.#o.spool ? this.#o.spool.takeSeq() : this.#nextSeq++;
+    this.#staged.push({
       seq,
       frame: encodeFrame(encodeBatch(seq, this.#entries.length, body)),
       count: this.#entries.length,
       source: this.#sources,
       lineNos: this.#lineNos,
       sends: 0,
-    };
+      createdMs: this.#o.now(),
+    });
     this.#summary.batches++;
     this.#summary.rawBytes += raw.length;
     this.#summary.compressedBytes += body.length;
@@ -236,10 +403,6 @@ export class Sender {
     this.#sources = [];
     this.#lineNos = [];
     this.#pendingBytes = 0;
-    this.#unacked.set(seq, batch);
-    this.#toSend.push(batch);
-    this.#loop ??= this.#run();
-    this.#wake();
   }
 
   #wake(): void {
@@ -249,13 +412,15 @@ export class Sender {
   }
 
   #releaseWindow(): void {
-    const waiters = this.#windowWaiters;
+    const waiters = [...this.#windowWaiters, ...this.#ackWaiters];
     this.#windowWaiters = [];
+    this.#ackWaiters = [];
     for (const w of waiters) w();
   }
 
   #done(): boolean {
-    return this.#finished && this.#unacked.size === 0;
+    if (!this.#finished || this.#unacked.size > 0 || this.#staged.length > 0) return false;
+    return !this.#o.spool || this.#o.spool.stats.batches === 0;
   }
 
   async #run(): Promise<void> {
@@ -384,12 +549,24 @@ export class Sender {
   }
 
   #onWelcome(welcome: Welcome): void {
-    // Batches up to last_seq were stored on an earlier connection whose acks were lost.
+    // Batches up to last_seq were stored on an earlier connection (or by an earlier
+    // run of this spool) whose acks were lost.
     for (const [seq, batch] of this.#unacked) {
       if (seq > welcome.last_seq) break;
       this.#unacked.delete(seq);
-      this.#summary.acknowledged += batch.count;
-      this.#summary.duplicates += batch.count;
+      if (!this.#o.spool) {
+        this.#summary.acknowledged += batch.count;
+        this.#summary.duplicates += batch.count;
+      }
+    }
+    const spool = this.#o.spool;
+    if (spool) {
+      const seqs = spool.seqsUpTo(welcome.last_seq);
+      const entries = spool.remove(seqs);
+      this.#summary.acknowledged += entries;
+      this.#summary.duplicates += entries;
+      this.#pump();
+      this.#updateSpoolStats();
     }
     const limit = Math.min(welcome.max_batch_bytes, welcome.max_frame_bytes - 1024);
     if (limit > 0 && limit < this.#o.batchBytes) this.#o.batchBytes = limit;
@@ -399,6 +576,7 @@ export class Sender {
     const batch = this.#unacked.get(ack.seq);
     if (!batch) return; // answered twice (a resend raced its ack): already counted
     this.#unacked.delete(ack.seq);
+    this.#settled(ack.seq);
     const rejected = ack.rejected ?? [];
     this.#summary.acknowledged += batch.count - rejected.length;
     if (ack.duplicate) this.#summary.duplicates += batch.count;
@@ -409,7 +587,17 @@ export class Sender {
     const batch = nack.seq === null ? undefined : this.#unacked.get(nack.seq);
     if (!batch) throw new ServerProtocolError(`server refused a message: ${nack.error} (${nack.code})`);
     this.#unacked.delete(batch.seq);
+    this.#settled(batch.seq);
     for (let i = 0; i < batch.count; i++) this.#reject(batch, i, `batch refused: ${nack.error}`);
+  }
+
+  /** A batch is answered: it leaves the spool, and the next ones may load. */
+  #settled(seq: number): void {
+    if (this.#o.spool) {
+      this.#o.spool.remove([seq]);
+      this.#pump();
+    }
+    this.#updateSpoolStats();
   }
 
   #reject(batch: Batch, index: number, error: string): void {

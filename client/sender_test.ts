@@ -45,6 +45,7 @@ Deno.test("Sender with no entries finishes without connecting", async () => {
   });
   assert.deepStrictEqual(await sender.finish(), {
     entries: 0,
+    resumedFromSpool: 0,
     acknowledged: 0,
     rejected: [],
     duplicates: 0,
@@ -53,6 +54,11 @@ Deno.test("Sender with no entries finishes without connecting", async () => {
     compressedBytes: 0,
     retries: 0,
     resentBatches: 0,
+    dropped: 0,
+    spoolBatches: 0,
+    spoolEntries: 0,
+    spoolBytes: 0,
+    oldestUnackedMs: null,
   });
   assert.equal(connects, 0);
 });

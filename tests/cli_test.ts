@@ -37,7 +37,7 @@ Deno.test("send: stdin lines are delivered; invalid lines are reported by line a
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /<stdin>:2: skipped: not valid JSON/);
   assert.match(r.stderr, /<stdin>:5: skipped: not a JSON object \(got an array\)/);
-  assert.match(r.stdout, /entries\s+3\n\s+acknowledged\s+3\n/);
+  assert.match(r.stdout, /entries\s+3\n\s+resumed from spool\s+0\n\s+acknowledged\s+3\n/);
   assert.match(r.stdout, /invalid lines skipped\s+2\n\s+blank lines\s+1\n/);
   for (const row of ["raw bytes", "compressed bytes", "compression ratio", "seconds", "entries/s"]) {
     assert.match(r.stdout, new RegExp(`${row}\\s+[\\d.,]+\\n?`));

@@ -1,0 +1,35 @@
+/**
+ * SIGINT and SIGTERM as an AbortSignal, for commands that run until stopped.
+ *
+ * @module
+ */
+
+/** An AbortSignal that fires on the first SIGINT or SIGTERM. */
+export interface StopSignal {
+  signal: AbortSignal;
+  /** Which signal arrived, or null. */
+  received(): Deno.Signal | null;
+  /** Removes the listeners. */
+  dispose(): void;
+}
+
+/** Listens for SIGINT and SIGTERM until disposed. */
+export function listenForStop(): StopSignal {
+  const controller = new AbortController();
+  let received: Deno.Signal | null = null;
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const handler = () => {
+      received ??= sig;
+      controller.abort();
+    };
+    Deno.addSignalListener(sig, handler);
+    return [sig, handler] as const;
+  });
+  return {
+    signal: controller.signal,
+    received: () => received,
+    dispose() {
+      for (const [sig, handler] of handlers) Deno.removeSignalListener(sig, handler);
+    },
+  };
+}
