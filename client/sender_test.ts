@@ -77,3 +77,46 @@ Deno.test("Sender.finish() returns when every batch was acknowledged before it w
   const summary = await sender.finish();
   assert.deepStrictEqual([summary.entries, summary.acknowledged, summary.retries], [2, 2, 0]);
 });
+
+Deno.test("Sender with a full spool drops the newest or the oldest batches, counting every entry", async () => {
+  const { Spool } = await import("./spool.ts");
+  for (const whenFull of ["drop-newest", "drop-oldest"] as const) {
+    const dir = await Deno.makeTempDir();
+    const spool = Spool.open(dir);
+    try {
+      const port = closedPort();
+      const dropped: number[] = [];
+      const sender = new Sender({
+        connect: () => connectTransport({ host: "127.0.0.1", port, alpnProtocols: [ALPN_V2] }),
+        spool,
+        spoolMaxBytes: 200,
+        whenFull,
+        batchSize: 10,
+        maxInFlight: 1,
+        retries: 1000,
+        // The collector stays unreachable: the sender never gets past its first backoff.
+        sleep: () => new Promise<void>(() => {}),
+        onEvent: (e) => e.type === "dropped" && dropped.push(e.entries),
+      });
+      for (let chunk = 0; chunk < 5; chunk++) {
+        const lines = Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: chunk * 10 + i, pad: "x".repeat(40) }));
+        await sender.addChunk(lines, "t", lines.map((_, i) => i + 1), { pos: String(chunk) });
+      }
+      const s = sender.summary;
+      assert.equal(s.entries, 50);
+      assert.ok(s.dropped > 0, `${whenFull}: nothing dropped`);
+      assert.equal(dropped.reduce((a, b) => a + b, 0), s.dropped);
+      assert.equal(s.spoolEntries + s.dropped, 50, whenFull);
+      assert.ok(s.spoolBytes <= 200 + 200, `${whenFull}: spool holds ${s.spoolBytes} bytes`);
+      const kept = spool.load(0, 100).map((b) => b.seq);
+      // drop-newest keeps the first batches; drop-oldest keeps the in-flight first one and the latest.
+      assert.deepStrictEqual(kept[0], 1, whenFull);
+      if (whenFull === "drop-oldest") assert.equal(kept.at(-1), 5);
+      else assert.ok(kept.at(-1)! < 5);
+      assert.equal(spool.getMeta("pos"), "4");
+    } finally {
+      spool.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
