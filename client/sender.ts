@@ -17,6 +17,7 @@ import {
   decodeMessage,
   encodeBatch,
   encodeHello,
+  encodeStatus,
   type Nack,
   type V2Message,
   type Welcome,
@@ -132,6 +133,7 @@ class SessionError extends Error {
 
 const encoder = new TextEncoder();
 const ANSWER_MAX_BYTES = 1 << 20;
+const STATUS_INTERVAL_MS = 1000;
 
 /**
  * Sends entries over v2 with pipelining and retries.
@@ -184,6 +186,8 @@ export class Sender {
   /** With a spool: the highest seq loaded from it into memory. */
   #loadedUpTo = 0;
   #ackWaiters: (() => void)[] = [];
+  /** Report STATUS at the next chance (after WELCOME, then every STATUS_INTERVAL_MS). */
+  #sendStatus = false;
 
   /** @param options see {@linkcode SenderOptions} */
   constructor(options: SenderOptions) {
@@ -482,6 +486,7 @@ export class Sender {
     let closed = false;
     const answers = readAnswers(conn);
     let watchdog: ReturnType<typeof setTimeout> | undefined;
+    let statusTimer: ReturnType<typeof setInterval> | undefined;
     const armWatchdog = () => {
       clearTimeout(watchdog);
       watchdog = setTimeout(() => {
@@ -498,6 +503,11 @@ export class Sender {
       }
       this.#onWelcome(first.value.welcome);
       this.#toSend = [...this.#unacked.values()];
+      this.#sendStatus = true;
+      statusTimer = setInterval(() => {
+        this.#sendStatus = true;
+        this.#wake();
+      }, STATUS_INTERVAL_MS);
       // A failed write means a broken connection: closing it ends the read loop too.
       const writer = this.#writeLoop(conn, () => closed).catch(() => conn.close());
       try {
@@ -508,7 +518,8 @@ export class Sender {
           else throw new ServerProtocolError(`unexpected ${message.type} from server`);
           progressed = true;
           this.#releaseWindow();
-          if (this.#done()) break;
+          // The writer sends the last STATUS and closes; the read then ends.
+          if (this.#done()) this.#wake();
         }
       } finally {
         closed = true;
@@ -521,6 +532,7 @@ export class Sender {
       throw new SessionError((err as Error).message);
     } finally {
       clearTimeout(watchdog);
+      clearInterval(statusTimer);
       closed = true;
       try {
         conn.close();
@@ -533,9 +545,16 @@ export class Sender {
   async #writeLoop(conn: Transport["conn"], isClosed: () => boolean): Promise<void> {
     while (!isClosed()) {
       if (this.#done()) {
-        // finish() came after the last ack: nothing more will arrive to end the read loop.
+        // Tell the collector nothing is waiting any more; then close: after the last ack,
+        // nothing more will arrive to end the read loop.
+        await this.#writeStatus(conn);
         conn.close();
         return;
+      }
+      if (this.#sendStatus) {
+        this.#sendStatus = false;
+        await this.#writeStatus(conn);
+        continue;
       }
       const batch = this.#toSend.shift();
       if (batch === undefined) {
@@ -546,6 +565,21 @@ export class Sender {
       if (batch.sends++ > 0) this.#summary.resentBatches++;
       await writeAll(conn, batch.frame);
     }
+  }
+
+  async #writeStatus(conn: Transport["conn"]): Promise<void> {
+    this.#updateSpoolStats();
+    const s = this.#summary;
+    await writeAll(
+      conn,
+      encodeFrame(encodeStatus({
+        spool_entries: this.#o.spool ? s.spoolEntries : this.#unackedEntries(),
+        spool_bytes: s.spoolBytes,
+        oldest_unacked_ms: s.oldestUnackedMs,
+        retries: s.retries,
+        dropped: s.dropped,
+      })),
+    );
   }
 
   #onWelcome(welcome: Welcome): void {

@@ -219,6 +219,10 @@ export class Connection {
         return this.#onHello(message.hello.stream);
       case "ping":
         return this.#answer(encodePong(message.nonce));
+      case "status":
+        if (this.#stream === null) return this.#reject("no_hello", "STATUS before HELLO", null);
+        this.#ctx.stats.recordSenderStatus(this.#streamId, message.status);
+        return;
       case "batch":
         return this.#onBatch(message.seq, message.count, message.body);
       default:

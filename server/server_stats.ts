@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { SenderStatus } from "../shared/protocol.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 
 const RATE_WINDOW_S = 10;
@@ -24,6 +25,8 @@ export class ServerStats {
   fsyncs = 0;
   currentFile: string | null = null;
   readonly rejectedByReason: Record<string, number> = {};
+  /** Latest STATUS of each sending stream, with when it came. */
+  readonly senders = new Map<string, { status: SenderStatus; atMs: number }>();
   readonly #startedMs: number;
   readonly #now: () => number;
   /** Entries written per whole second, keyed by the second. */
@@ -63,9 +66,31 @@ export class ServerStats {
     this.rejectedByReason[reason] = (this.rejectedByReason[reason] ?? 0) + 1;
   }
 
+  /** Records a sender's STATUS report. */
+  recordSenderStatus(stream: string, status: SenderStatus): void {
+    this.senders.set(stream, { status, atMs: this.#now() });
+  }
+
   /** The current values, as `/api/stats` shows them. */
   snapshot(): StatsSnapshot {
     const nowMs = this.#now();
+    const senders = { reporting: 0, spool_entries: 0, spool_bytes: 0, oldest_unacked_age_s: 0, retries: 0, dropped: 0 };
+    for (const [stream, { status, atMs }] of this.senders) {
+      // A sender silent for 5 minutes has stopped; it no longer counts as waiting.
+      if (nowMs - atMs > 300_000) {
+        this.senders.delete(stream);
+        continue;
+      }
+      senders.reporting++;
+      senders.spool_entries += status.spool_entries;
+      senders.spool_bytes += status.spool_bytes;
+      senders.retries += status.retries;
+      senders.dropped += status.dropped;
+      if (status.oldest_unacked_ms !== null) {
+        const age = Math.round((status.oldest_unacked_ms + nowMs - atMs) / 100) / 10;
+        senders.oldest_unacked_age_s = Math.max(senders.oldest_unacked_age_s, age);
+      }
+    }
     const second = Math.floor(nowMs / 1000);
     let recent = 0;
     // The current second is incomplete: average over the ten whole seconds before it.
@@ -91,6 +116,7 @@ export class ServerStats {
       files_written: this.filesWritten,
       fsyncs: this.fsyncs,
       current_file: this.currentFile,
+      senders,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };

@@ -20,6 +20,7 @@ export const MessageType = {
   Hello: 0x01,
   Batch: 0x02,
   Ping: 0x03,
+  Status: 0x04,
   Welcome: 0x81,
   Ack: 0x82,
   Nack: 0x83,
@@ -35,6 +36,19 @@ export interface Hello {
   stream: string;
   /** Free-form client name and version. */
   client?: string;
+}
+
+/** What a sender reports about itself (STATUS), shown in the collector's /api/stats. */
+export interface SenderStatus {
+  /** Entries waiting in its spool (or in memory) for an ack. */
+  spool_entries: number;
+  spool_bytes: number;
+  /** Age of its oldest unacknowledged batch in ms, or null. */
+  oldest_unacked_ms: number | null;
+  /** Reconnections after failures since it started. */
+  retries: number;
+  /** Entries it dropped because its spool was full. */
+  dropped: number;
 }
 
 /** Server's answer to HELLO: where the stream stands and the limits in force. */
@@ -77,6 +91,7 @@ export type V2Message =
   | { type: "hello"; hello: Hello }
   | { type: "batch"; seq: number; count: number; body: Uint8Array }
   | { type: "ping"; nonce: number }
+  | { type: "status"; status: SenderStatus }
   | { type: "welcome"; welcome: Welcome }
   | { type: "ack"; ack: Ack }
   | { type: "nack"; nack: Nack }
@@ -105,6 +120,11 @@ function jsonMessage(type: number, value: unknown): Uint8Array {
 /** Encodes HELLO. */
 export function encodeHello(hello: Hello): Uint8Array {
   return jsonMessage(MessageType.Hello, hello);
+}
+
+/** Encodes STATUS (client to server; not answered). */
+export function encodeStatus(status: SenderStatus): Uint8Array {
+  return jsonMessage(MessageType.Status, status);
 }
 
 /** Encodes WELCOME. */
@@ -220,6 +240,20 @@ export function decodeMessage(payload: Uint8Array): V2Message {
     }
     case MessageType.Ping:
       return { type: "ping", nonce: readU32(payload, "PING") };
+    case MessageType.Status: {
+      const obj = parseJsonObject(payload, "STATUS");
+      const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0);
+      return {
+        type: "status",
+        status: {
+          spool_entries: num(obj.spool_entries),
+          spool_bytes: num(obj.spool_bytes),
+          oldest_unacked_ms: obj.oldest_unacked_ms === null ? null : num(obj.oldest_unacked_ms),
+          retries: num(obj.retries),
+          dropped: num(obj.dropped),
+        },
+      };
+    }
     case MessageType.Pong:
       return { type: "pong", nonce: readU32(payload, "PONG") };
     case MessageType.Welcome:

@@ -7,6 +7,7 @@ import {
   encodeNack,
   encodePing,
   encodePong,
+  encodeStatus,
   encodeWelcome,
   MessageType,
   peekBatchSeq,
@@ -27,6 +28,8 @@ Deno.test("decodeMessage() reads back every encoded message", () => {
   });
   assert.deepStrictEqual(decodeMessage(encodePing(0xdeadbeef)), { type: "ping", nonce: 0xdeadbeef });
   assert.deepStrictEqual(decodeMessage(encodePong(7)), { type: "pong", nonce: 7 });
+  const status = { spool_entries: 5, spool_bytes: 100, oldest_unacked_ms: null, retries: 2, dropped: 0 };
+  assert.deepStrictEqual(decodeMessage(encodeStatus(status)), { type: "status", status });
 });
 
 Deno.test("encodeBatch() carries seq, count and body; decodeMessage() reads them", () => {

@@ -36,6 +36,17 @@ export interface StatsSnapshot {
   fsyncs: number;
   /** Name of the file being written, or null. */
   current_file: string | null;
+  /** What the connected senders report (STATUS): their spools, retries and drops, summed. */
+  senders: {
+    /** Senders that reported in the last 5 minutes. */
+    reporting: number;
+    spool_entries: number;
+    spool_bytes: number;
+    /** Age of the oldest unacknowledged batch of any sender. */
+    oldest_unacked_age_s: number;
+    retries: number;
+    dropped: number;
+  };
   uptime_s: number;
   /** ISO time the collector started. */
   started_at: string;

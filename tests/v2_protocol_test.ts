@@ -52,6 +52,14 @@ class RawV2 {
   }
 }
 
+async function waitUntil(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const started = performance.now();
+  while (!check()) {
+    if (performance.now() - started > timeoutMs) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function batch(seq: number, entries: string[]): Uint8Array {
   return encodeBatch(seq, entries.length, gzipSync(enc.encode(entries.map((e) => e + "\n").join(""))));
 }
@@ -163,5 +171,42 @@ Deno.test("v2: the sender refuses a server whose certificate another CA signed, 
     assert.deepStrictEqual(await readStored(tc.dataDir), []);
   } finally {
     await Deno.remove(otherDir, { recursive: true });
+  }
+});
+
+Deno.test("v2: senders report their spool, retries and drops in STATUS; /api/stats sums them", async () => {
+  await using tc = await startTestCollector();
+  const { ca } = await testCerts();
+  const dir = await Deno.makeTempDir();
+  const { Spool } = await import("../client/spool.ts");
+  const spool = Spool.open(dir);
+  try {
+    const sender = new Sender({
+      connect: () => connectTransport({ host: "localhost", port: tc.port, caCert: ca, alpnProtocols: [ALPN_V2] }),
+      spool,
+      batchSize: 100,
+    });
+    await sender.addChunk(lines(0, 1000), "gen", lines(0, 1000).map((_, i) => i + 1), { pos: "end" });
+    // While batches are unacknowledged the collector hears about them...
+    const seen: number[] = [];
+    const finished = sender.finish();
+    await waitUntil(() => tc.collector.stats().senders.reporting > 0);
+    seen.push(tc.collector.stats().senders.spool_entries);
+    await finished;
+    // ...and the last STATUS, sent before closing, says nothing is waiting.
+    await waitUntil(() => tc.collector.stats().senders.spool_entries === 0);
+    assert.ok(seen[0]! > 0 && seen[0]! <= 1000, `first STATUS reported ${seen[0]} entries`);
+    assert.deepStrictEqual(tc.collector.stats().senders, {
+      reporting: 1,
+      spool_entries: 0,
+      spool_bytes: 0,
+      oldest_unacked_age_s: 0,
+      retries: 0,
+      dropped: 0,
+    });
+    assert.equal((await readStored(tc.dataDir)).length, 1000);
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
