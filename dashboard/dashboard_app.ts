@@ -15,8 +15,8 @@ export interface DashboardOptions {
   refreshMs?: number;
 }
 
-/** The tiles of the page: label, stats field, and how to show it. */
-const TILES: [label: string, field: keyof StatsSnapshot, format: "int" | "rate" | "ratio" | "duration"][] = [
+/** The tiles of the page: label, stats field (dotted for nested ones), and how to show it. */
+const TILES: [label: string, field: string, format: "int" | "rate" | "ratio" | "duration"][] = [
   ["Entries received", "entries_received", "int"],
   ["Entries written", "entries_written", "int"],
   ["Entries / s", "entries_per_second", "rate"],
@@ -27,8 +27,19 @@ const TILES: [label: string, field: keyof StatsSnapshot, format: "int" | "rate" 
   ["Rejected entries", "entries_rejected", "int"],
   ["Duplicates suppressed", "duplicates_suppressed", "int"],
   ["Files written", "files_written", "int"],
+  ["fsyncs", "fsyncs", "int"],
+  ["Senders reporting", "senders.reporting", "int"],
+  ["Waiting in sender spools", "senders.spool_entries", "int"],
+  ["Oldest unacknowledged", "senders.oldest_unacked_age_s", "duration"],
+  ["Sender retries", "senders.retries", "int"],
+  ["Dropped by senders", "senders.dropped", "int"],
   ["Uptime", "uptime_s", "duration"],
 ];
+
+/** The value at a dotted path of the stats. */
+function valueAt(stats: StatsSnapshot, path: string): unknown {
+  return path.split(".").reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], stats);
+}
 
 /** Formats one stats value for display. */
 export function formatValue(value: unknown, format: "int" | "rate" | "ratio" | "duration"): string {
@@ -56,7 +67,7 @@ function renderPage(stats: StatsSnapshot, refreshMs: number): string {
   const tiles = TILES.map(([label, field, format]) =>
     `<div class="tile"><div class="label">${escapeHtml(label)}</div>` +
     `<div class="value" id="${field}" data-format="${format}">${
-      escapeHtml(formatValue(stats[field], format))
+      escapeHtml(formatValue(valueAt(stats, field), format))
     }</div></div>`
   ).join("\n");
   return `<!doctype html>
@@ -106,7 +117,8 @@ async function refresh() {
     if (!res.ok) throw new Error(res.status);
     const stats = await res.json();
     for (const el of document.querySelectorAll(".value")) {
-      el.textContent = fmt[el.dataset.format](stats[el.id] ?? 0);
+      const value = el.id.split(".").reduce((v, k) => v?.[k], stats);
+      el.textContent = fmt[el.dataset.format](value ?? 0);
     }
     document.getElementById("current_file").textContent = stats.current_file ?? "none";
     document.getElementById("updated_at").textContent = new Date().toISOString();

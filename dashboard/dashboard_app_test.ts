@@ -47,6 +47,9 @@ Deno.test("GET / renders every tile with current values and refreshes itself", a
       ["frames_rejected", "3"],
       ["files_written", "124"],
       ["uptime_s", "1h 2m 5s"],
+      ["senders.spool_entries", "10"],
+      ["senders.oldest_unacked_age_s", "1s"],
+      ["fsyncs", "60"],
     ]
   ) {
     assert.match(html, new RegExp(`id="${id}"[^>]*>${text}<`), id);
