@@ -13,7 +13,8 @@ import { ALPN_V2 } from "../shared/protocol.ts";
 import { readPemFile } from "../shared/pem_files.ts";
 import { createPseudonymizer } from "../shared/pseudonymizer.ts";
 import { type CommandSpec, formatHelp, intFlag, parseFlags, stringFlag } from "./flags.ts";
-import { startService, waitForStopSignal } from "./serve.ts";
+import { startService } from "./serve.ts";
+import { waitForStopSignal } from "./stop_signal.ts";
 
 /** The command's flags and help. */
 export const demoSpec: CommandSpec = {

@@ -17,6 +17,7 @@ import {
   stringFlag,
   UsageError,
 } from "./flags.ts";
+import { waitForStopSignal } from "./stop_signal.ts";
 
 /** The command's flags and help. */
 export const serveSpec: CommandSpec = {
@@ -123,17 +124,6 @@ export async function startService(
       await http?.shutdown();
     },
   };
-}
-
-/** Resolves with the name of the first SIGINT or SIGTERM. */
-export function waitForStopSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, () => {
-      for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-      resolve(sig);
-    }]);
-    for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-  });
 }
 
 /** Runs `tlslog serve`; resolves to the exit code after a graceful stop. */

@@ -33,3 +33,14 @@ export function listenForStop(): StopSignal {
     },
   };
 }
+
+/** Resolves with the name of the first SIGINT or SIGTERM. */
+export async function waitForStopSignal(): Promise<Deno.Signal> {
+  const stop = listenForStop();
+  try {
+    await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
+    return stop.received()!;
+  } finally {
+    stop.dispose();
+  }
+}
