@@ -66,7 +66,8 @@ export function replayCommitLog(text: string): { state: CommitState; validBytes:
       ) throw new Error("incomplete record");
     } catch (err) {
       // Only the last line may be torn: it was being written when the process stopped.
-      if (i >= lines.length - 2) break;
+      const last = i === lines.length - 1 || (i === lines.length - 2 && lines[lines.length - 1] === "");
+      if (last) break;
       throw new CommitLogCorruptError(`${COMMIT_LOG_NAME} line ${i + 1} is damaged: ${(err as Error).message}`);
     }
     state.position = { file: record.file as number, offset: record.offset as number };

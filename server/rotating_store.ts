@@ -113,14 +113,20 @@ export class RotatingStore {
   #closed = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #dirty = false;
+  /** Where committed data ends: the position a commit names before this run opens a file. */
+  #committed: CommitPosition;
+  /** Set when a write failed: what is in the file no longer matches what is counted. */
+  #failed: Error | null = null;
 
   private constructor(
     options: RotatingStoreOptions,
     nextIndex: number,
     commits: CommitLog,
     streams: Map<string, number>,
+    committed: CommitPosition,
   ) {
     this.#options = options;
+    this.#committed = committed;
     this.#fsync = options.fsync ?? { kind: "batch" };
     this.#nextIndex = nextIndex;
     this.#commits = commits;
@@ -147,12 +153,25 @@ export class RotatingStore {
     await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
     const { log: commits, state, existed } = await CommitLog.open(options.dir);
     let names = await listDataFiles(options.dir);
-    if (existed || state.position) {
-      await cutUncommitted(options.dir, names, state.position, options.log ?? (() => {}));
+    let committed = state.position;
+    if (!existed && names.length > 0) {
+      // Files from before the commit log: adopt them whole as committed.
+      const last = names.at(-1)!;
+      committed = { file: fileIndex(last), offset: (await Deno.stat(join(options.dir, last))).size };
+      await commits.commit(committed, new Map(), true);
+      options.log?.(`adopted ${names.length} data files written before the commit log`);
+    } else {
+      await cutUncommitted(options.dir, names, committed, options.log ?? (() => {}));
       names = await listDataFiles(options.dir);
     }
     const last = names.at(-1);
-    return new RotatingStore(options, last ? fileIndex(last) + 1 : 1, commits, state.streams);
+    return new RotatingStore(
+      options,
+      last ? fileIndex(last) + 1 : 1,
+      commits,
+      state.streams,
+      committed ?? { file: 0, offset: 0 },
+    );
   }
 
   /** Highest stored batch sequence per stream, as recovered at open. */
@@ -172,6 +191,7 @@ export class RotatingStore {
    */
   append(data: Uint8Array, count: number, progress?: StreamProgress): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreError("store is closed"));
+    if (this.#failed) return Promise.reject(new StoreError(`store failed earlier: ${this.#failed.message}`));
     return new Promise((resolve, reject) => {
       this.#queue.push({ data, count, progress, resolve, reject });
       this.#flushing ??= this.#flush();
@@ -205,19 +225,25 @@ export class RotatingStore {
             await this.#file.syncData();
             this.#options.onSync?.();
           }
-          await this.#commits.commit(this.#position(), streams, batch);
+          const position = this.#position();
+          await this.#commits.commit(position, streams, batch);
+          this.#committed = position;
           this.#dirty = !batch;
         }
         for (const item of group) item.resolve();
       } catch (err) {
-        for (const item of group) item.reject(err);
+        // Bytes may be in the file that no commit describes: refuse further writes; a restart
+        // cuts the file back to the last commit and the senders resend.
+        this.#failed = err instanceof Error ? err : new Error(String(err));
+        this.#options.log?.(`store write failed; refusing further writes until restart: ${this.#failed.message}`);
+        for (const item of [...group, ...this.#queue.splice(0)]) item.reject(err);
       }
     }
     this.#flushing = null;
   }
 
   #position(): CommitPosition {
-    return { file: this.#fileIndex, offset: this.#bytesInFile };
+    return this.#file === null ? this.#committed : { file: this.#fileIndex, offset: this.#bytesInFile };
   }
 
   async #write(data: Uint8Array, count: number): Promise<void> {

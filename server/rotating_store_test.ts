@@ -78,3 +78,32 @@ Deno.test("RotatingStore.barrier() resolves only after earlier appends are writt
     await store.close();
   });
 });
+
+Deno.test("RotatingStore: a commit with no data before any file is opened keeps the files after restart", async () => {
+  await withDir(async (dir) => {
+    let store = await RotatingStore.open({ dir, rotateEntries: 10 });
+    await store.append(lines(0, 2), 2, { stream: "a", seq: 1 });
+    await store.close();
+    // After a restart, a batch whose entries were all refused still records progress.
+    store = await RotatingStore.open({ dir, rotateEntries: 10 });
+    await store.append(new Uint8Array(0), 0, { stream: "b", seq: 1 });
+    await store.close();
+    store = await RotatingStore.open({ dir, rotateEntries: 10 });
+    assert.deepStrictEqual([...store.recoveredStreams], [["a", 1], ["b", 1]]);
+    await store.close();
+    assert.deepStrictEqual((await contents(dir)).flat().map((l) => JSON.parse(l).id), [0, 1]);
+  });
+});
+
+Deno.test("RotatingStore adopts data files written before the commit log, across an idle restart", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(join(dir, dataFileName(1)), '{"id":0}\n{"id":1}\n');
+    const notes: string[] = [];
+    let store = await RotatingStore.open({ dir, rotateEntries: 10, log: (m) => notes.push(m) });
+    await store.close();
+    store = await RotatingStore.open({ dir, rotateEntries: 10, log: (m) => notes.push(m) });
+    await store.close();
+    assert.deepStrictEqual(notes, ["adopted 1 data files written before the commit log"]);
+    assert.deepStrictEqual((await contents(dir)).flat().map((l) => JSON.parse(l).id), [0, 1]);
+  });
+});
