@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * const proxy = await startChaosProxy({ targetPort: collector.port, random: mulberry32(7), maxCuts: 20 });
+ * const proxy = await startChaosProxy({ targetPort: collector.port, random: seededRandom(7), maxCuts: 20 });
  * // point the sender at 127.0.0.1:proxy.port, send, check what was stored
  * await proxy.close();
  * ```
@@ -20,7 +20,7 @@ export interface ChaosProxyOptions {
   targetHost?: string;
   /** Port to relay to. */
   targetPort: number;
-  /** Deterministic randomness (e.g. mulberry32 seeded); default Math.random. */
+  /** Deterministic randomness (e.g. seededRandom from client/healthcare_source.ts); default Math.random. */
   random?: () => number;
   /**
    * For each accepted connection, after how many relayed bytes (both

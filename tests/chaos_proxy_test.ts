@@ -2,6 +2,7 @@
  * The chaos proxy over real sockets on 127.0.0.1, in front of an echo server.
  */
 import assert from "node:assert/strict";
+import { seededRandom } from "../client/healthcare_source.ts";
 import { ChaosProxyOptionsError, startChaosProxy } from "./chaos_proxy.ts";
 
 const TIMEOUT_MS = 10_000;
@@ -26,19 +27,8 @@ async function within<T>(what: string, promise: Promise<T>): Promise<T> {
   }
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomBytes(length: number, seed: number): Uint8Array {
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   return Uint8Array.from({ length }, () => Math.floor(random() * 256));
 }
 

@@ -6,15 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { waitFor } from "./fault_support.ts";
 import { readStored, ROOT, startTestCollector, testCerts } from "./test_support.ts";
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const started = performance.now();
-  while (!check()) {
-    if (performance.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function spawnSend(args: string[]): { child: Deno.ChildProcess; output: Promise<Deno.CommandOutput> } {
   const child = new Deno.Command(Deno.execPath(), {
@@ -62,7 +55,7 @@ Deno.test("fault: the sender killed with SIGKILL mid-stream and restarted with i
       input,
     ];
     const first = spawnSend(args);
-    await waitFor("part of the data", () => tc.collector.stats().entries_written >= 20_000);
+    await waitFor("part of the data", () => tc.collector.stats().entries_written >= 20_000, 60_000);
     first.child.kill("SIGKILL");
     const killed = await first.output;
     assert.equal(killed.signal, "SIGKILL");
@@ -89,13 +82,13 @@ Deno.test("fault: --follow across a rename-and-recreate rotation and a kill -9 o
     const args = ["--port", String(tc.port), "--ca", caPath, "--spool", join(dir, "spool"), "--follow", log];
     await Deno.writeTextFile(log, entryLines(0, 3000));
     const first = spawnSend(args);
-    await waitFor("the first lines", () => tc.collector.stats().entries_written >= 3000);
+    await waitFor("the first lines", () => tc.collector.stats().entries_written >= 3000, 60_000);
     await Deno.writeTextFile(log, entryLines(3000, 4000), { append: true });
-    await waitFor("the appended lines", () => tc.collector.stats().entries_written >= 4000);
+    await waitFor("the appended lines", () => tc.collector.stats().entries_written >= 4000, 60_000);
     // Rotation: rename away, recreate at the same path.
     await Deno.rename(log, join(dir, "app.log.1"));
     await Deno.writeTextFile(log, entryLines(4000, 6000));
-    await waitFor("the new file's lines", () => tc.collector.stats().entries_written >= 6000);
+    await waitFor("the new file's lines", () => tc.collector.stats().entries_written >= 6000, 60_000);
     first.child.kill("SIGKILL");
     await first.output;
     // Written while no sender runs; then another rotation before it comes back.
@@ -103,7 +96,7 @@ Deno.test("fault: --follow across a rename-and-recreate rotation and a kill -9 o
     await Deno.rename(log, join(dir, "app.log.2"));
     await Deno.writeTextFile(log, entryLines(7000, 8000));
     const second = spawnSend(args);
-    await waitFor("every line", () => tc.collector.stats().entries_written >= 8000);
+    await waitFor("every line", () => tc.collector.stats().entries_written >= 8000, 60_000);
     second.child.kill("SIGTERM");
     const out = await second.output;
     const stderr = new TextDecoder().decode(out.stderr);

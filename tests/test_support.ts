@@ -28,6 +28,14 @@ let certs: Promise<TestCerts> | null = null;
 export function testCerts(): Promise<TestCerts> {
   certs ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "tlslog-certs-" });
+    // The test CA's private key must not outlive the test run.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // already gone
+      }
+    });
     const out = await new Deno.Command("sh", { args: [join(ROOT, "certs.sh"), dir], stdout: "piped", stderr: "piped" })
       .output();
     if (!out.success) throw new Error(`certs.sh failed: ${new TextDecoder().decode(out.stderr)}`);
