@@ -43,6 +43,7 @@ async function ping(transportOptions: ReturnType<typeof transportFromFlags>, dea
       if (!event) continue;
       if (event.kind !== "frame") throw new UnhealthyError("collector answered with an oversized frame");
       const message = decodeMessage(event.payload);
+      if (message.type === "nack") throw new UnhealthyError(`collector refused the ping: ${message.nack.error}`);
       if (message.type !== "pong" || message.nonce !== nonce) {
         throw new UnhealthyError(`collector answered the ping with ${message.type}`);
       }

@@ -87,7 +87,11 @@ export class Spool {
   static open(dir: string, now = Date.now()): Spool {
     try {
       Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const db = new DatabaseSync(join(dir, "spool.db"));
+      const path = join(dir, "spool.db");
+      const db = new DatabaseSync(path);
+      // Batches hold log entries: owner-only, like the directory. The WAL and shared-memory
+      // files SQLite creates next take the database file's mode.
+      Deno.chmodSync(path, 0o600);
       db.exec(`
         PRAGMA journal_mode = WAL;
         PRAGMA synchronous = FULL;

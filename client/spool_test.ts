@@ -32,6 +32,10 @@ Deno.test("Spool keeps batches, positions, stream id and sequence numbers across
     assert.equal(b.getMeta("input:/x"), '{"offset":42,"line":5}');
     assert.deepStrictEqual(b.load(0, 10), [batch(1), batch(2)]);
     assert.deepStrictEqual(b.stats, { batches: 2, entries: 4, bytes: 20, oldestMs: 1001 });
+    // Batches hold log entries: the database and its WAL are owner-only (the WAL goes at close).
+    for (const name of ["spool.db", "spool.db-wal"]) {
+      assert.equal(Deno.statSync(`${dir}/${name}`).mode! & 0o777, 0o600, name);
+    }
     b.close();
   }));
 

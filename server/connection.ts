@@ -217,8 +217,11 @@ export class Connection {
     switch (message.type) {
       case "hello":
         return this.#onHello(message.hello.stream);
-      case "ping":
+      case "ping": {
+        const failure = this.#ctx.store.failure;
+        if (failure) return this.#reject("store_failed", `store is not writing: ${failure.message}`, null);
         return this.#answer(encodePong(message.nonce));
+      }
       case "status":
         if (this.#stream === null) return this.#reject("no_hello", "STATUS before HELLO", null);
         this.#ctx.stats.recordSenderStatus(this.#streamId, message.status);

@@ -117,6 +117,7 @@ export class RotatingStore {
   #committed: CommitPosition;
   /** Set when a write failed: what is in the file no longer matches what is counted. */
   #failed: Error | null = null;
+  #lastSyncMs = Date.now();
 
   private constructor(
     options: RotatingStoreOptions,
@@ -229,6 +230,9 @@ export class RotatingStore {
           await this.#commits.commit(position, streams, batch);
           this.#committed = position;
           this.#dirty = !batch;
+          // Under steady load the interval timer never finds the store idle: sync here when due.
+          const fsync = this.#fsync;
+          if (fsync.kind === "interval" && Date.now() - this.#lastSyncMs >= fsync.ms) await this.#syncNow();
         }
         for (const item of group) item.resolve();
       } catch (err) {
@@ -286,18 +290,27 @@ export class RotatingStore {
     this.#options.onFileCreated?.(path);
   }
 
+  /** Syncs data before the commit record that describes it. */
+  async #syncNow(): Promise<void> {
+    this.#dirty = false;
+    this.#lastSyncMs = Date.now();
+    await this.#file?.syncData();
+    await this.#commits.sync();
+    this.#options.onSync?.();
+  }
+
+  /** Set when the store stopped writing after a failure; the collector then reports itself unhealthy. */
+  get failure(): Error | null {
+    return this.#failed;
+  }
+
   #syncInBackground(): void {
     if (!this.#dirty || this.#flushing) return;
-    this.#dirty = false;
-    const file = this.#file;
-    this.#flushing = (async () => {
-      await file?.syncData();
-      await this.#commits.sync();
-      this.#options.onSync?.();
-    })().catch((err) => this.#options.log?.(`fsync failed: ${(err as Error).message}`)).finally(() => {
-      this.#flushing = null;
-      if (this.#queue.length > 0) this.#flushing = this.#flush();
-    });
+    this.#flushing = this.#syncNow().catch((err) => this.#options.log?.(`fsync failed: ${(err as Error).message}`))
+      .finally(() => {
+        this.#flushing = null;
+        if (this.#queue.length > 0) this.#flushing = this.#flush();
+      });
   }
 
   /** Waits for queued appends, syncs, then closes the files. */

@@ -107,3 +107,21 @@ Deno.test("RotatingStore adopts data files written before the commit log, across
     assert.deepStrictEqual((await contents(dir)).flat().map((l) => JSON.parse(l).id), [0, 1]);
   });
 });
+
+Deno.test("RotatingStore --fsync interval syncs under steady load, not only when idle", async () => {
+  await withDir(async (dir) => {
+    let syncs = 0;
+    const store = await RotatingStore.open({
+      dir,
+      rotateEntries: 1e9,
+      fsync: { kind: "interval", ms: 20 },
+      onSync: () => syncs++,
+    });
+    const started = Date.now();
+    let i = 0;
+    // Appends back to back for 200 ms: the store is never idle.
+    while (Date.now() - started < 200) await store.append(lines(i++, 1), 1);
+    assert.ok(syncs >= 3, `only ${syncs} fsyncs in 200 ms of steady appends`);
+    await store.close();
+  });
+});
