@@ -125,6 +125,8 @@ export function reportEvents(command: string): EventReporter {
         );
       } else if (e.type === "dropped") {
         console.error(`${command}: dropped ${e.entries} entries: ${e.reason}`);
+      } else if (e.type === "rejected" && e.code === "invalid_entry") {
+        console.error(`${command}: ${e.source}:${e.line}: skipped (found by the collector): ${e.error}`);
       } else if (e.type === "rejected") {
         console.error(`${command}: ${e.source}:${e.line}: rejected by server: ${e.error}`);
       } else if (e.attempt > 0) {
@@ -145,7 +147,7 @@ export function formatSummary(summary: SendSummary, seconds: number, extra: [str
     ["entries", summary.entries],
     ["resumed from spool", summary.resumedFromSpool],
     ["acknowledged", summary.acknowledged],
-    ["rejected by server", summary.rejected.length],
+    ["rejected by server", summary.rejected.filter((r) => r.code !== "invalid_entry").length],
     ...extra,
     ["raw bytes", summary.rawBytes],
     ["compressed bytes", summary.compressedBytes],

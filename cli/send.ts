@@ -166,14 +166,17 @@ async function deliver(
     console.error(`send: ${line.source}:${line.line}: skipped: ${line.reason}`);
   };
   const started = performance.now();
-  const summaryRows = (): [string, string | number][] => [["invalid lines skipped", invalid.length], [
-    "blank lines",
-    blank,
-  ]];
+  const summaryRows = (): [string, string | number][] => [
+    [
+      "invalid lines skipped",
+      invalid.length + sender.summary.rejected.filter((r) => r.code === "invalid_entry").length,
+    ],
+    ["blank lines", blank],
+  ];
   let inputError: Error | null = null;
   try {
     for await (const { chunk, meta } of input) {
-      const selected: EntryChunk = selectEntries(chunk, onInvalid);
+      const selected: EntryChunk = selectEntries(chunk, onInvalid, onInvalidMode === "fail" ? "full" : "shape");
       blank += selected.blank;
       // Past a bad line the read position is not advanced: a rerun starts at that chunk again.
       await sender.addChunk(selected.entries, selected.source, selected.lineNos, selected.stoppedAt ? undefined : meta);
@@ -204,5 +207,8 @@ async function deliver(
     return 1;
   }
   const s = sender.summary;
-  return s.rejected.length === 0 && s.dropped === 0 && s.acknowledged === s.entries ? 0 : 1;
+  // In skip mode a line the collector found not to be a JSON object is a skipped line, as if found here.
+  const failed = s.rejected.filter((r) => r.code !== "invalid_entry").length;
+  const skippedByCollector = s.rejected.length - failed;
+  return failed === 0 && s.dropped === 0 && s.acknowledged + skippedByCollector === s.entries ? 0 : 1;
 }

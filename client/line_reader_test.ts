@@ -77,3 +77,17 @@ Deno.test("selectEntries() stops at a bad line when the handler says stop, keepi
   });
   assert.equal(new InvalidInputError(out.stoppedAt!).message, "x:2: not a JSON object (got a number)");
 });
+
+Deno.test("selectEntries() with shape validation lets brace-wrapped lines through and parses the rest", () => {
+  const seen: InvalidLine[] = [];
+  const out = selectEntries(
+    { source: "f", firstLine: 1, lines: ['{"a":1}', "{not json}", "[1]", "plain"], endOffset: 0 },
+    (i) => void seen.push(i),
+    "shape",
+  );
+  assert.deepStrictEqual(out.entries, ['{"a":1}', "{not json}"]);
+  assert.deepStrictEqual(seen.map((i) => [i.line, i.reason.split(" (")[0]]), [[3, "not a JSON object"], [
+    4,
+    "not valid JSON",
+  ]]);
+});

@@ -67,7 +67,7 @@ export interface SenderOptions {
 export type SenderEvent =
   | { type: "connected"; attempt: number }
   | { type: "retry"; attempt: number; delayMs: number; error: string }
-  | { type: "rejected"; source: string; line: number; error: string }
+  | { type: "rejected"; source: string; line: number; error: string; code?: string }
   | { type: "dropped"; entries: number; reason: string };
 
 /** A refused entry, located in the input. */
@@ -75,6 +75,8 @@ export interface Rejection {
   source: string;
   line: number;
   error: string;
+  /** The collector's reason key, when it gave one (`invalid_entry`, `entry_too_large`). */
+  code?: string;
 }
 
 /** What happened, as the summary prints it. */
@@ -614,7 +616,7 @@ export class Sender {
     const rejected = ack.rejected ?? [];
     this.#summary.acknowledged += batch.count - rejected.length;
     if (ack.duplicate) this.#summary.duplicates += batch.count;
-    for (const r of rejected) this.#reject(batch, r.index, r.error);
+    for (const r of rejected) this.#reject(batch, r.index, r.error, r.code);
   }
 
   #onNack(nack: Nack): void {
@@ -634,8 +636,9 @@ export class Sender {
     this.#updateSpoolStats();
   }
 
-  #reject(batch: Batch, index: number, error: string): void {
-    const rejection = { source: batch.source[index] ?? "?", line: batch.lineNos[index] ?? 0, error };
+  #reject(batch: Batch, index: number, error: string, code?: string): void {
+    const rejection: Rejection = { source: batch.source[index] ?? "?", line: batch.lineNos[index] ?? 0, error };
+    if (code) rejection.code = code;
     this.#summary.rejected.push(rejection);
     this.#o.onEvent?.({ type: "rejected", ...rejection });
   }

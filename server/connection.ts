@@ -277,7 +277,7 @@ export class Connection {
     this.#ctx.stats.entriesReceived += count;
     for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
     stream.claimedSeq = seq;
-    const rejected = batch.rejected.map(({ index, error }) => ({ index, error }));
+    const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
     const stored = this.#store(batch.data, batch.count, { stream: this.#streamId, seq }).then(
       () => {
         stream.storedSeq = Math.max(stream.storedSeq, seq);

@@ -65,6 +65,8 @@ export interface Welcome {
 export interface EntryRejection {
   index: number;
   error: string;
+  /** Reason key: `invalid_entry` (not a JSON object) or `entry_too_large`. */
+  code?: string;
 }
 
 /** Server's answer to a BATCH it stored (or had already stored). */

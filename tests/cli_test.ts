@@ -32,13 +32,15 @@ Deno.test("tlslog --help and each subcommand's --help exit 0; unknown commands a
 Deno.test("send: stdin lines are delivered; invalid lines are reported by line and skipped", async () => {
   await using tc = await startTestCollector();
   const { caPath } = await testCerts();
-  const input = '{"id":1}\nnot json\n\n{"id":2}\n[3]\n{"id":3}';
+  // Line 7 looks like an object and is only found out by the collector's full check.
+  const input = '{"id":1}\nnot json\n\n{"id":2}\n[3]\n{"id":3}\n{"id":4,}';
   const r = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath, "-"], { stdin: input });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /<stdin>:2: skipped: not valid JSON/);
   assert.match(r.stderr, /<stdin>:5: skipped: not a JSON object \(got an array\)/);
-  assert.match(r.stdout, /entries\s+3\n\s+resumed from spool\s+0\n\s+acknowledged\s+3\n/);
-  assert.match(r.stdout, /invalid lines skipped\s+2\n\s+blank lines\s+1\n/);
+  assert.match(r.stdout, /entries\s+4\n\s+resumed from spool\s+0\n\s+acknowledged\s+3\n\s+rejected by server\s+0\n/);
+  assert.match(r.stderr, /<stdin>:7: skipped \(found by the collector\): not valid JSON/);
+  assert.match(r.stdout, /invalid lines skipped\s+3\n\s+blank lines\s+1\n/);
   for (const row of ["raw bytes", "compressed bytes", "compression ratio", "seconds", "entries/s"]) {
     assert.match(r.stdout, new RegExp(`${row}\\s+[\\d.,]+\\n?`));
   }

@@ -122,7 +122,11 @@ Deno.test("v2: bad entries are refused one by one; bombs and bad batches are ref
   await c.send(batch(1, ['{"ok":1}', "[1]", '{"ok":2}']));
   assert.deepStrictEqual(await c.next(), {
     type: "ack",
-    ack: { seq: 1, stored: 2, rejected: [{ index: 1, error: "not a JSON object (got an array)" }] },
+    ack: {
+      seq: 1,
+      stored: 2,
+      rejected: [{ index: 1, error: "not a JSON object (got an array)", code: "invalid_entry" }],
+    },
   });
   await c.send(encodeBatch(2, 1, gzipSync(new Uint8Array(1 << 20))));
   const bomb = await c.next();
