@@ -285,15 +285,16 @@ export class Sender {
     for (const batch of batches) {
       while (spool.stats.bytes + batch.frame.length > this.#o.spoolMaxBytes && spool.stats.batches > 0) {
         if (this.#failure) throw this.#failure;
-        if (this.#o.whenFull === "drop-newest" || !this.#dropOldest()) {
-          if (this.#o.whenFull === "block") {
-            await new Promise<void>((resolve) => this.#ackWaiters.push(resolve));
-            continue;
-          }
-          this.#drop(batch.count, "spool full (drop-newest)");
-          batch.count = 0;
-          break;
+        if (this.#o.whenFull === "block") {
+          // Never drops: the input waits until acks make room.
+          await new Promise<void>((resolve) => this.#ackWaiters.push(resolve));
+          continue;
         }
+        if (this.#o.whenFull === "drop-oldest" && this.#dropOldest()) continue;
+        // drop-newest, or drop-oldest with every spooled batch already in flight.
+        this.#drop(batch.count, `spool full (${this.#o.whenFull})`);
+        batch.count = 0;
+        break;
       }
       if (batch.count > 0) kept.push(batch);
     }

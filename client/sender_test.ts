@@ -120,3 +120,38 @@ Deno.test("Sender with a full spool drops the newest or the oldest batches, coun
     }
   }
 });
+
+Deno.test("Sender with a full spool in block mode waits for room and drops nothing", async () => {
+  const { Spool } = await import("./spool.ts");
+  const dir = await Deno.makeTempDir();
+  const spool = Spool.open(dir);
+  try {
+    const port = closedPort();
+    const sender = new Sender({
+      connect: () => connectTransport({ host: "127.0.0.1", port, alpnProtocols: [ALPN_V2] }),
+      spool,
+      spoolMaxBytes: 200,
+      whenFull: "block",
+      batchSize: 10,
+      maxInFlight: 1,
+      retries: 1000,
+      sleep: () => new Promise<void>(() => {}),
+    });
+    const chunk = (n: number) =>
+      Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: n * 10 + i, pad: "x".repeat(40) }));
+    let added = 0;
+    for (let n = 0; n < 5; n++) {
+      const adding = sender.addChunk(chunk(n), "t", chunk(n).map((_, i) => i + 1), { pos: String(n) }).then(() =>
+        added++
+      );
+      const settled = await Promise.race([adding.then(() => true), new Promise((r) => setTimeout(() => r(false), 50))]);
+      if (!settled) break;
+    }
+    assert.ok(added >= 1 && added < 5, `${added} chunks went in while the spool was full`);
+    assert.equal(sender.summary.dropped, 0);
+    assert.equal(spool.stats.entries, added * 10);
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
