@@ -9,6 +9,11 @@ import { connectTransport, type TransportOptions } from "../client/tls_transport
 import { Sender, type SenderEvent, type SenderOptions, type SendSummary } from "../client/sender.ts";
 import { ALPN_V2 } from "../shared/protocol.ts";
 import { readPemFile } from "../shared/pem_files.ts";
+import { defaultKeyPath, loadAnonKey } from "../client/anon_key.ts";
+import { createDeidentifier, type Deidentifier } from "../shared/deidentify.ts";
+import { createFf1Cipher } from "../shared/ff1_cipher.ts";
+import { type CompiledPolicy, loadPolicy } from "../shared/privacy_policy.ts";
+import { createPseudonymizer, parseKey } from "../shared/pseudonymizer.ts";
 import { type CommandSpec, durationFlag, type FlagSpec, intFlag, type ParsedFlags, stringFlag } from "./flags.ts";
 
 /** The default CA: $TLSLOG_CA, else certs/ca.crt when it exists. */
@@ -30,6 +35,75 @@ export const CONNECT_FLAGS: Record<string, FlagSpec> = {
   },
   insecure: { type: "boolean", help: "DANGEROUS: do not verify the collector's certificate or host name" },
 };
+
+/** Flags of commands that de-identify entries before sending them. */
+export const POLICY_FLAGS: Record<string, FlagSpec> = {
+  policy: {
+    type: "string",
+    arg: "file",
+    help: "privacy policy (JSON): fields to pseudonymise, drop, encrypt; detectors",
+  },
+  "anon-key-file": {
+    type: "string",
+    arg: "file",
+    help: "pseudonymisation key (hex or base64, >= 16 bytes); else $TLSLOG_ANON_KEY; else one is created",
+  },
+  "ff1-key-file": {
+    type: "string",
+    arg: "file",
+    help: "FF1 key (16, 24 or 32 bytes, hex or base64) for the policy's ff1 fields",
+  },
+};
+
+/** A de-identification step ready to apply, and what to say about it. */
+export interface LoadedDeidentifier {
+  deidentifier: Deidentifier;
+  keyId: string;
+  policySource: string;
+}
+
+/**
+ * Builds the de-identifier from `--policy` (or `fallback` when the flag is
+ * absent; none when both are), with its keys. Refuses a bad policy or a
+ * missing FF1 key at start-up.
+ */
+export async function deidentifierFromFlags(
+  flags: ParsedFlags,
+  command: string,
+  fallback?: CompiledPolicy,
+): Promise<LoadedDeidentifier | undefined> {
+  const path = stringFlag(flags, "policy");
+  const policy = path ? await loadPolicy(path) : fallback;
+  if (!policy) return undefined;
+  const loaded = loadAnonKey(stringFlag(flags, "anon-key-file"), Deno.env.get("TLSLOG_ANON_KEY"), defaultKeyPath());
+  if (loaded.createdPath) {
+    console.error(
+      `${command}: created a new pseudonymisation key at ${loaded.createdPath} (mode 0600); keep it to link tokens across runs`,
+    );
+  }
+  const pseudonymizer = createPseudonymizer(loaded.key);
+  const ff1Path = stringFlag(flags, "ff1-key-file");
+  const ff1 = ff1Path ? createFf1Cipher(parseKey(Deno.readTextFileSync(ff1Path))) : undefined;
+  return {
+    deidentifier: createDeidentifier(policy, { pseudonymizer, ff1 }),
+    keyId: pseudonymizer.keyId,
+    policySource: policy.source,
+  };
+}
+
+/** Summary rows of a de-identifier's counters. */
+export function deidentifySummary(d: LoadedDeidentifier): [string, string | number][] {
+  const s = d.deidentifier.stats;
+  const found = Object.entries(s.redactions).filter(([, v]) => v > 0);
+  const redactions = found.map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+  return [
+    ["policy", d.policySource],
+    ["key id", d.keyId],
+    ["fields pseudonymised", s.pseudonymized],
+    ["fields dropped", s.dropped],
+    ["redactions", redactions],
+  ];
+}
 
 /** Flags of commands that send entries. */
 export const SEND_FLAGS: Record<string, FlagSpec> = {

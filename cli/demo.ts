@@ -6,7 +6,9 @@
  */
 import { join } from "node:path";
 import { defaultKeyPath, loadAnonKey } from "../client/anon_key.ts";
-import { deidentify, generateConsultations } from "../client/healthcare_source.ts";
+import { generateConsultations } from "../client/healthcare_source.ts";
+import { createDeidentifier } from "../shared/deidentify.ts";
+import { DEFAULT_POLICY } from "../shared/privacy_policy.ts";
 import { Sender } from "../client/sender.ts";
 import { connectTransport } from "../client/tls_transport.ts";
 import { ALPN_V2 } from "../shared/protocol.ts";
@@ -58,6 +60,7 @@ export async function runDemo(args: string[]): Promise<number> {
   const { collector } = service;
   const loaded = loadAnonKey(undefined, Deno.env.get("TLSLOG_ANON_KEY"), defaultKeyPath());
   const pseudonymizer = createPseudonymizer(loaded.key);
+  const deidentifier = createDeidentifier(DEFAULT_POLICY, { pseudonymizer });
   const sender = new Sender({
     connect: () =>
       connectTransport({
@@ -75,7 +78,10 @@ export async function runDemo(args: string[]): Promise<number> {
   const stream = (async () => {
     while (running) {
       const logs = generateConsultations(rate, Math.random, Date.now());
-      await sender.add(logs.map((l) => JSON.stringify(deidentify(l, pseudonymizer))), "demo", logs.map(() => 0));
+      const entries = logs.map((l) =>
+        JSON.stringify({ ...deidentifier.apply({ ...l }), anon_key_id: pseudonymizer.keyId })
+      );
+      await sender.add(entries, "demo", logs.map(() => 0));
       await new Promise((r) => setTimeout(r, 1000));
     }
   })();

@@ -16,7 +16,16 @@ import {
 } from "../client/line_reader.ts";
 import type { Sender } from "../client/sender.ts";
 import { Spool } from "../client/spool.ts";
-import { formatSummary, reportEvents, SEND_FLAGS, senderFromFlags } from "./client_common.ts";
+import {
+  deidentifierFromFlags,
+  deidentifySummary,
+  formatSummary,
+  type LoadedDeidentifier,
+  POLICY_FLAGS,
+  reportEvents,
+  SEND_FLAGS,
+  senderFromFlags,
+} from "./client_common.ts";
 import { choiceFlag, type CommandSpec, formatHelp, parseFlags, sizeFlag, stringFlag, UsageError } from "./flags.ts";
 import { listenForStop } from "./stop_signal.ts";
 
@@ -45,11 +54,13 @@ export const sendSpec: CommandSpec = {
       help: "spool full: block (slow the input), drop-oldest or drop-newest (counted and reported)",
     },
     follow: { type: "boolean", help: "follow FILE like tail -F (rotation, truncation) until SIGINT/SIGTERM" },
+    ...POLICY_FLAGS,
   },
   examples: [
     "tlslog send --ca certs/ca.crt app.jsonl",
     "tail -n 100 app.jsonl | tlslog send --host collector.example --ca ca.crt -",
     "tlslog send --follow --spool /var/lib/tlslog/spool /var/log/app.jsonl",
+    "tlslog send --policy shared/privacy_policy_default.json --anon-key-file anon.key visits.jsonl",
   ],
 };
 
@@ -128,6 +139,8 @@ export async function runSend(args: string[]): Promise<number> {
     throw new UsageError("--follow needs exactly one FILE (not stdin)", "send");
   }
   const spoolDir = stringFlag(flags, "spool");
+  // De-identification happens here, before compression and before anything is spooled or sent.
+  const deid = await deidentifierFromFlags(flags, "send");
   const spool = spoolDir ? Spool.open(spoolDir) : undefined;
   const stop = listenForStop();
   try {
@@ -144,7 +157,7 @@ export async function runSend(args: string[]): Promise<number> {
     const input = follow
       ? followFile(flags.positionals[0]!, spool, stop.signal, (m) => console.error(m))
       : readFiles(flags.positionals, spool, (m) => console.error(m));
-    return await deliver(sender, input, onInvalidMode, events, stop.signal);
+    return await deliver(sender, input, onInvalidMode, events, stop.signal, deid);
   } finally {
     stop.dispose();
     spool?.close();
@@ -157,6 +170,7 @@ async function deliver(
   onInvalidMode: "skip" | "fail",
   events: ReturnType<typeof reportEvents>,
   stopped: AbortSignal,
+  deid: LoadedDeidentifier | undefined,
 ): Promise<number> {
   const invalid: InvalidLine[] = [];
   let blank = 0;
@@ -172,11 +186,17 @@ async function deliver(
       invalid.length + sender.summary.rejected.filter((r) => r.code === "invalid_entry").length,
     ],
     ["blank lines", blank],
+    ...(deid ? deidentifySummary(deid) : []),
   ];
   let inputError: Error | null = null;
   try {
     for await (const { chunk, meta } of input) {
-      const selected: EntryChunk = selectEntries(chunk, onInvalid, onInvalidMode === "fail" ? "full" : "shape");
+      // A policy needs each entry parsed anyway: check them fully then.
+      const validation = onInvalidMode === "fail" || deid ? "full" : "shape";
+      const selected: EntryChunk = selectEntries(chunk, onInvalid, validation);
+      if (deid) {
+        selected.entries = selected.entries.map((e) => JSON.stringify(deid.deidentifier.apply(JSON.parse(e))));
+      }
       blank += selected.blank;
       // Past a bad line the read position is not advanced: a rerun starts at that chunk again.
       await sender.addChunk(selected.entries, selected.source, selected.lineNos, selected.stoppedAt ? undefined : meta);

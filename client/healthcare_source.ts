@@ -4,7 +4,6 @@
  *
  * @module
  */
-import type { Pseudonymizer } from "../shared/pseudonymizer.ts";
 
 /** The five simulated departments. */
 export const DEPARTMENTS = ["cardiology", "dermatology", "pediatrics", "psychiatry", "radiology"] as const;
@@ -79,14 +78,25 @@ export function generateConsultations(count: number, random: () => number, nowMs
   return logs;
 }
 
+function phoneNumber(random: () => number): string {
+  const n = (k: number) => String(Math.floor(random() * 10 ** k)).padStart(k, "0");
+  return `(${200 + Math.floor(random() * 700)}) ${200 + Math.floor(random() * 700)}-${n(4)}`;
+}
+
 function detailsFor(event: RawConsultationLog["event"], random: () => number): Record<string, string | number> {
   switch (event) {
     case "consultation_start":
       return { channel: pick(["video", "phone", "chat"], random) };
     case "consultation_end":
+      // Free text as clinicians write it: identifiers the policy must find and redact.
       return {
         duration_s: 300 + Math.floor(random() * 2400),
         outcome: pick(["follow_up", "resolved", "referred"], random),
+        note: pick([
+          `Patient asked to be called back at ${phoneNumber(random)} about results.`,
+          `Summary sent to patient${Math.floor(random() * 1000)}@example.org as requested.`,
+          "Follow-up in two weeks; no changes to medication.",
+        ], random),
       };
     case "prescription_issued":
       return { medication: pick(MEDICATIONS, random), refills: Math.floor(random() * 4) };
@@ -97,9 +107,4 @@ function detailsFor(event: RawConsultationLog["event"], random: () => number): R
     case "vitals_recorded":
       return { heart_rate: 55 + Math.floor(random() * 50), systolic: 100 + Math.floor(random() * 50) };
   }
-}
-
-/** The log with its patient ID replaced by a keyed token, and the key id recorded. */
-export function deidentify(log: RawConsultationLog, pseudonymizer: Pseudonymizer): Record<string, unknown> {
-  return { ...log, patient_id: pseudonymizer.token(log.patient_id), anon_key_id: pseudonymizer.keyId };
 }

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { generateConsultations, seededRandom } from "../client/healthcare_source.ts";
 import { listDataFiles } from "../server/rotating_store.ts";
+import { checkDeidentified } from "../shared/deidentify.ts";
+import { DEFAULT_POLICY } from "../shared/privacy_policy.ts";
 import { createPseudonymizer, parseKey } from "../shared/pseudonymizer.ts";
 import { readStored, runTlslog, spawnServe, startTestCollector, testCerts } from "./test_support.ts";
 
@@ -105,6 +107,9 @@ Deno.test("healthcare --count 50: 50 entries in 5 files, no raw patient ID, toke
   const p = createPseudonymizer(parseKey(keyHex));
   assert.deepStrictEqual(stored.map((e) => e.patient_id), raw.map((l) => p.token(l.patient_id)));
   assert.equal(new Set(stored.map((e) => e.department)).size, 5);
+  // The built-in policy leaves nothing any of its detectors can find (the notes carry phones and e-mails).
+  for (const e of stored) assert.deepStrictEqual(checkDeidentified(e, DEFAULT_POLICY.detectors), []);
+  assert.match(r.stdout, /redactions\s+(phone|email) \d+/);
   assert.ok(new Set(stored.map((e) => e.event)).size >= 5);
   // A second run with the same key gives the same tokens.
   const again = await runTlslog(args, { env: { TLSLOG_ANON_KEY: keyHex } });
@@ -222,4 +227,55 @@ Deno.test("serve: a missing certificate is a clear error with exit 1", async () 
   const r = await runTlslog(["serve", "--cert", "/nonexistent/server.crt", "--port", "0", "--dashboard-port", "0"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /cannot read --cert \/nonexistent\/server.crt: .*run \.\/certs\.sh/);
+});
+
+Deno.test("send --policy de-identifies before sending; a bad policy is refused at start-up with its place", async () => {
+  await using tc = await startTestCollector();
+  const { caPath } = await testCerts();
+  const dir = await Deno.makeTempDir();
+  try {
+    const policy = join(dir, "policy.json");
+    await Deno.writeTextFile(
+      policy,
+      JSON.stringify({
+        version: 1,
+        pseudonymize: [{ field: "patient_id", prefix: "pt" }],
+        drop: ["patient_name"],
+        scan: { fields: ["message"] },
+        detectors: ["ssn", "card", "email", "phone"],
+      }),
+    );
+    const input = JSON.stringify({
+      patient_id: "483920",
+      patient_name: "Jane Roe",
+      message: "SSN 123-45-6789, card 4111 1111 1111 1111, mail jane@example.org",
+    }) + "\n";
+    const keyHex = "5a".repeat(32);
+    const ok = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath, "--policy", policy], {
+      stdin: input,
+      env: { TLSLOG_ANON_KEY: keyHex },
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    const [stored] = await readStored(tc.dataDir);
+    assert.deepStrictEqual(stored, {
+      patient_id: createPseudonymizer(parseKey(keyHex)).token("483920", "pt"),
+      message: "SSN [REDACTED:SSN], card [REDACTED:CARD], mail [REDACTED:EMAIL]",
+    });
+
+    await Deno.writeTextFile(policy, '{"version": 1,\n "detectors": ["ssn", "phne"]}');
+    const bad = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath, "--policy", policy], {
+      stdin: input,
+    });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /policy\.json: detectors\[1\]: unknown detector "phne"; known: ssn, phone/);
+    await Deno.writeTextFile(policy, '{"version": 1,\n "drop": [x]}');
+    const broken = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath, "--policy", policy], {
+      stdin: input,
+    });
+    assert.equal(broken.code, 1);
+    assert.match(broken.stderr, /policy\.json: line 2 column \d+: invalid JSON/);
+    assert.equal((await readStored(tc.dataDir)).length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
