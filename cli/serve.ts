@@ -6,8 +6,11 @@
 import { createDashboardApp } from "../dashboard/dashboard_app.ts";
 import { type Collector, type CollectorOptions, ListenError, startCollector } from "../server/collector.ts";
 import { readPemFile } from "../shared/pem_files.ts";
+import { createPrivacyGuard } from "../server/privacy_guard.ts";
 import type { FsyncMode } from "../server/rotating_store.ts";
+import { DEFAULT_POLICY, loadPolicy } from "../shared/privacy_policy.ts";
 import {
+  choiceFlag,
   type CommandSpec,
   formatHelp,
   intFlag,
@@ -47,6 +50,12 @@ export const serveSpec: CommandSpec = {
     "dashboard-port": { type: "string", default: "8080", help: "dashboard HTTP port; 0 turns it off" },
     "dashboard-host": { type: "string", default: "127.0.0.1", help: "dashboard address" },
     print: { type: "boolean", help: "print every stored entry to stdout" },
+    "require-deidentified": {
+      type: "string",
+      default: "off",
+      help: "check arriving entries with the policy's detectors: off, reject, quarantine (restricted file) or redact",
+    },
+    policy: { type: "string", arg: "file", help: "privacy policy whose detectors the check runs (default: built-in)" },
     "max-frame-bytes": { type: "string", default: "1MiB", help: "largest frame accepted (compressed)" },
     "max-batch-bytes": { type: "string", default: "16MiB", help: "largest decompressed frame (gzip bombs stop here)" },
     "max-entry-bytes": { type: "string", default: "1MiB", help: "largest single entry" },
@@ -134,6 +143,17 @@ export async function runServe(args: string[]): Promise<number> {
     return 0;
   }
   const options = collectorOptionsFromFlags(flags);
+  const guardMode = choiceFlag(
+    flags,
+    serveSpec,
+    "require-deidentified",
+    ["off", "reject", "quarantine", "redact"] as const,
+  );
+  if (guardMode !== "off") {
+    const policyPath = stringFlag(flags, "policy");
+    const policy = policyPath ? await loadPolicy(policyPath) : DEFAULT_POLICY;
+    options.guard = createPrivacyGuard(guardMode, policy.detectors);
+  }
   const print = flags.values.print === true;
   if (print) {
     options.onStored = (lines) => Deno.stdout.writeSync(lines);

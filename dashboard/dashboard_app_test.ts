@@ -20,6 +20,7 @@ const stats: StatsSnapshot = {
   fsyncs: 60,
   current_file: "tlslog-00000124.jsonl",
   senders: { reporting: 1, spool_entries: 10, spool_bytes: 300, oldest_unacked_age_s: 1.5, retries: 2, dropped: 0 },
+  privacy: null,
   uptime_s: 3725,
   started_at: "2026-01-01T00:00:00.000Z",
 };

@@ -10,6 +10,8 @@ import { ALPN_V2 } from "../shared/protocol.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { Connection, type IngestLimits } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
+import type { PrivacyGuard } from "./privacy_guard.ts";
+import { QuarantineFile } from "./quarantine_file.ts";
 import { ServerStats } from "./server_stats.ts";
 import { StreamRegistry } from "./stream_registry.ts";
 
@@ -33,6 +35,8 @@ export interface CollectorOptions extends IngestLimits {
   rotateBytes?: number;
   /** Durability of acknowledged data. Default: fsync each group commit. */
   fsync?: FsyncMode;
+  /** De-identification check of arriving entries (--require-deidentified). */
+  guard?: PrivacyGuard;
   /** Receives every stored batch of JSON lines (for --print). */
   onStored?: (lines: Uint8Array) => void;
   /** Diagnostics sink. Default: stderr. */
@@ -76,7 +80,17 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   });
   const streams = new StreamRegistry(store.recoveredStreams);
   const connections = new Set<Connection>();
-  const context = { store, stats, streams, limits: options, onStored: options.onStored, log };
+  const quarantine = options.guard ? new QuarantineFile(options.dataDir) : undefined;
+  const context = {
+    store,
+    stats,
+    streams,
+    limits: options,
+    onStored: options.onStored,
+    log,
+    guard: options.guard,
+    quarantine,
+  };
 
   let server: tls.Server;
   try {
@@ -115,7 +129,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   return {
     hostname: address.address,
     port: address.port,
-    stats: () => ({ ...stats.snapshot(), current_file: store.currentFile }),
+    stats: () => ({ ...stats.snapshot(), current_file: store.currentFile, privacy: options.guard?.stats ?? null }),
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -133,6 +147,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         await Promise.all([...connections].map((c) => c.closed));
         await stopped;
         await store.close();
+        await quarantine?.close();
       })();
       return closing;
     },

@@ -20,9 +20,11 @@ import {
   ProtocolError,
   V1_OK,
 } from "../shared/protocol.ts";
-import { BatchFormatError, ingestBatch } from "./batch_ingest.ts";
+import { BatchFormatError, ingestBatch, type IngestedBatch } from "./batch_ingest.ts";
 import type { RotatingStore, StreamProgress } from "./rotating_store.ts";
 import type { ServerStats } from "./server_stats.ts";
+import type { PrivacyGuard } from "./privacy_guard.ts";
+import type { QuarantineFile } from "./quarantine_file.ts";
 import type { StreamRegistry, StreamState } from "./stream_registry.ts";
 
 /** Limits applied to what a client sends. */
@@ -41,6 +43,10 @@ export interface ConnectionContext {
   stats: ServerStats;
   streams: StreamRegistry;
   limits: IngestLimits;
+  /** Checks that entries are de-identified (--require-deidentified), when on. */
+  guard?: PrivacyGuard;
+  /** Where the guard's quarantine mode sets entries aside. */
+  quarantine?: QuarantineFile;
   /** Receives the JSON lines of every write, after it is stored (for --print). */
   onStored?: (lines: Uint8Array) => void;
   /** Diagnostics. */
@@ -202,8 +208,19 @@ export class Connection {
     }
     this.#ctx.stats.entriesReceived++;
     // Re-serialised: a v1 client may send pretty-printed JSON, and a stored entry is one line.
-    const line = encoder.encode(JSON.stringify(entry) + "\n");
-    this.#answer(this.#store(line, 1).then(() => V1_OK));
+    let text = JSON.stringify(entry);
+    const guard = this.#ctx.guard;
+    if (guard) {
+      const verdict = guard.check(text, entry);
+      if (verdict.action === "reject") return this.#reject("not_deidentified", verdict.error, null);
+      if (verdict.action === "quarantine") {
+        this.#ctx.stats.recordFrameRejected("quarantined");
+        const error = `${verdict.error}; set aside in quarantine`;
+        return this.#answer(this.#ctx.quarantine!.append([verdict.line]).then(() => encodeV1Error(error)));
+      }
+      text = verdict.line;
+    }
+    this.#answer(this.#store(encoder.encode(text + "\n"), 1).then(() => V1_OK));
   }
 
   #onV2(payload: Uint8Array): void {
@@ -275,20 +292,52 @@ export class Connection {
     }
     this.#countBytes(body.length, raw.length);
     this.#ctx.stats.entriesReceived += count;
+    let quarantined: Promise<void> = Promise.resolve();
+    if (this.#ctx.guard) quarantined = this.#guardBatch(batch, count);
     for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
     stream.claimedSeq = seq;
     const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
-    const stored = this.#store(batch.data, batch.count, { stream: this.#streamId, seq }).then(
-      () => {
-        stream.storedSeq = Math.max(stream.storedSeq, seq);
-        return encodeAck(rejected.length > 0 ? { seq, stored: batch.count, rejected } : { seq, stored: batch.count });
-      },
-      (err) => {
-        stream.claimedSeq = stream.storedSeq;
-        throw err;
-      },
-    );
+    const stored = Promise.all([this.#store(batch.data, batch.count, { stream: this.#streamId, seq }), quarantined])
+      .then(
+        () => {
+          stream.storedSeq = Math.max(stream.storedSeq, seq);
+          return encodeAck(rejected.length > 0 ? { seq, stored: batch.count, rejected } : { seq, stored: batch.count });
+        },
+        (err) => {
+          stream.claimedSeq = stream.storedSeq;
+          throw err;
+        },
+      );
     this.#answer(stored);
+  }
+
+  /**
+   * Applies the privacy guard to a validated batch: identifiable entries are
+   * refused one by one (with the field and detector) or set aside, or fixed.
+   * The other entries of the batch are unaffected.
+   */
+  #guardBatch(batch: IngestedBatch, count: number): Promise<void> {
+    const guard = this.#ctx.guard!;
+    const refused = new Set(batch.rejected.map((r) => r.index));
+    const lines = batch.count === 0 ? [] : new TextDecoder().decode(batch.data).slice(0, -1).split("\n");
+    const kept: string[] = [];
+    const aside: string[] = [];
+    let k = 0;
+    for (let index = 0; index < count; index++) {
+      if (refused.has(index)) continue;
+      const line = lines[k++]!;
+      const verdict = guard.check(line, JSON.parse(line));
+      if (verdict.action === "store") kept.push(verdict.line);
+      else {
+        if (verdict.action === "quarantine") aside.push(verdict.line);
+        const code = verdict.action === "reject" ? "not_deidentified" : "quarantined";
+        batch.rejected.push({ index, code, error: verdict.error });
+      }
+    }
+    batch.rejected.sort((a, b) => a.index - b.index);
+    batch.data = encoder.encode(kept.length === 0 ? "" : kept.join("\n") + "\n");
+    batch.count = kept.length;
+    return aside.length > 0 ? this.#ctx.quarantine!.append(aside) : Promise.resolve();
   }
 
   #countBytes(compressed: number, uncompressed: number): void {

@@ -117,6 +117,7 @@ export class ServerStats {
       fsyncs: this.fsyncs,
       current_file: this.currentFile,
       senders,
+      privacy: null,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };

@@ -47,6 +47,16 @@ export interface StatsSnapshot {
     retries: number;
     dropped: number;
   };
+  /** The de-identification check (--require-deidentified), or null when it is off. */
+  privacy: {
+    mode: "reject" | "quarantine" | "redact";
+    entries_checked: number;
+    entries_identifiable: number;
+    rejected: number;
+    quarantined: number;
+    redacted: number;
+    by_detector: Record<string, number>;
+  } | null;
   uptime_s: number;
   /** ISO time the collector started. */
   started_at: string;

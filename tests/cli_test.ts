@@ -29,6 +29,9 @@ Deno.test("tlslog --help and each subcommand's --help exit 0; unknown commands a
   const badValue = await runTlslog(["send", "--port", "0"]);
   assert.equal(badValue.code, 2);
   assert.match(badValue.stderr, /--port must be an integer from 1 to 65535, got "0"/);
+  const badMode = await runTlslog(["serve", "--require-deidentified", "maybe"]);
+  assert.equal(badMode.code, 2);
+  assert.match(badMode.stderr, /--require-deidentified must be one of off, reject, quarantine, redact, got "maybe"/);
 });
 
 Deno.test("send: stdin lines are delivered; invalid lines are reported by line and skipped", async () => {

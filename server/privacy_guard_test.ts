@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { getDetectors } from "../shared/pii_detectors.ts";
+import { createPrivacyGuard, describeFindings } from "./privacy_guard.ts";
+
+const detectors = getDetectors(["ssn", "card", "email"]);
+const raw = { patient_id: "pt_k1_abc", note: "SSN 123-45-6789", contact: { mail: "jane@example.org" } };
+const clean = { patient_id: "pt_k1_abc", note: "follow-up in two weeks" };
+
+Deno.test("createPrivacyGuard('reject') refuses an identifiable entry, naming field and detector, and counts it", () => {
+  const guard = createPrivacyGuard("reject", detectors);
+  assert.deepStrictEqual(guard.check(JSON.stringify(clean), clean), { action: "store", line: JSON.stringify(clean) });
+  const verdict = guard.check(JSON.stringify(raw), raw);
+  assert.equal(verdict.action, "reject");
+  assert.equal(
+    verdict.action === "reject" && verdict.error,
+    'entry is not de-identified: field "note" holds ssn; field "contact.mail" holds email (--require-deidentified reject)',
+  );
+  assert.deepStrictEqual(guard.stats, {
+    mode: "reject",
+    entries_checked: 2,
+    entries_identifiable: 1,
+    rejected: 1,
+    quarantined: 0,
+    redacted: 0,
+    by_detector: { ssn: 1, email: 1 },
+  });
+});
+
+Deno.test("createPrivacyGuard('redact') stores a fixed copy; 'quarantine' sets the entry aside", () => {
+  const redact = createPrivacyGuard("redact", detectors);
+  const fixed = redact.check(JSON.stringify(raw), raw);
+  assert.deepStrictEqual(JSON.parse(fixed.line), {
+    patient_id: "pt_k1_abc",
+    note: "SSN [REDACTED:SSN]",
+    contact: { mail: "[REDACTED:EMAIL]" },
+  });
+  assert.equal(fixed.action, "store");
+  assert.equal(redact.stats.redacted, 1);
+  const quarantine = createPrivacyGuard("quarantine", detectors);
+  assert.equal(quarantine.check(JSON.stringify(raw), raw).action, "quarantine");
+  assert.equal(quarantine.stats.quarantined, 1);
+  assert.equal(describeFindings([]), "");
+});
