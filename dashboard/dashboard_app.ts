@@ -41,6 +41,43 @@ function valueAt(stats: StatsSnapshot, path: string): unknown {
   return path.split(".").reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], stats);
 }
 
+function renderCompliance(stats: StatsSnapshot): string {
+  const p = stats.privacy;
+  const rows: [string, string][] = p
+    ? [
+      ["Check of arriving entries", `on (--require-deidentified ${p.mode})`],
+      ["Entries checked", formatValue(p.entries_checked, "int")],
+      ["Entries still identifiable", formatValue(p.entries_identifiable, "int")],
+      ["Rejected", formatValue(p.rejected, "int")],
+      ["Quarantined", formatValue(p.quarantined, "int")],
+      ["Redacted by the collector", formatValue(p.redacted, "int")],
+      [
+        "Findings by detector",
+        Object.entries(p.by_detector).map(([k, v]) => `${k} ${v}`).join(", ") || "none",
+      ],
+    ]
+    : [["Check of arriving entries", "off (start serve with --require-deidentified reject|quarantine|redact)"]];
+  rows.push(
+    ["Entries written", formatValue(stats.entries_written, "int")],
+    [
+      "Entries refused by reason",
+      Object.entries(stats.rejected_by_reason).map(([k, v]) => `${k} ${v}`).join(", ") || "none",
+    ],
+  );
+  const body = rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("\n");
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>tlslog compliance</title><link rel="stylesheet" href="/dashboard.css"></head>
+<body>
+<header><h1>tlslog compliance</h1><a href="/">dashboard</a></header>
+<main class="report"><table id="privacy">
+${body}
+</table>
+<p>Key ids in use, pseudonymised fields and redactions in the stored data: <code>tlslog report DATA_DIR</code>.</p></main>
+</body>
+</html>`;
+}
+
 /** Formats one stats value for display. */
 export function formatValue(value: unknown, format: "int" | "rate" | "ratio" | "duration"): string {
   const n = typeof value === "number" ? value : 0;
@@ -80,7 +117,7 @@ function renderPage(stats: StatsSnapshot, refreshMs: number): string {
 <link rel="stylesheet" href="/dashboard.css">
 </head>
 <body data-refresh-ms="${refreshMs}">
-<header><h1>tlslog collector</h1><span id="status">live</span></header>
+<header><h1>tlslog collector</h1><span id="status">live</span><a href="/compliance">compliance</a></header>
 <main class="tiles">
 ${tiles}
 </main>
@@ -99,7 +136,9 @@ h1{font-size:1.25rem;margin:0}#status{font-size:.8rem;padding:.1rem .5rem;border
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(12rem,1fr));gap:1rem;padding:1.5rem}
 .tile{background:#1e293b;border-radius:.5rem;padding:1rem}.label{font-size:.8rem;color:#94a3b8}
 .value{font-size:1.6rem;font-variant-numeric:tabular-nums;margin-top:.3rem}
-footer{padding:0 1.5rem 1.5rem;color:#94a3b8;font-size:.8rem}`;
+footer{padding:0 1.5rem 1.5rem;color:#94a3b8;font-size:.8rem}a{color:#93c5fd;margin-left:auto}
+.report{padding:1.5rem}.report table{border-collapse:collapse}.report th,.report td{text-align:left;padding:.4rem 1rem;
+border-bottom:1px solid #334155}.report th{color:#94a3b8;font-weight:normal}`;
 
 // Served as a file, not inline, so a strict Content-Security-Policy can forbid inline script.
 const JS = `"use strict";
@@ -149,6 +188,7 @@ export function createDashboardApp(options: DashboardOptions): Hono {
     c.header("Cache-Control", "no-store");
     return c.json(options.stats());
   });
+  app.get("/compliance", (c) => c.html(renderCompliance(options.stats())));
   app.get("/healthz", (c) => c.text("ok"));
   app.get("/dashboard.js", (c) => c.body(JS, 200, { "Content-Type": "text/javascript; charset=utf-8" }));
   app.get("/dashboard.css", (c) => c.body(CSS, 200, { "Content-Type": "text/css; charset=utf-8" }));

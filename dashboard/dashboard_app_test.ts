@@ -84,3 +84,23 @@ Deno.test("GET / escapes a file name that holds markup", async () => {
   assert.ok(!html.includes("<script>x</script>"));
   assert.match(html, /&#60;script&#62;x/);
 });
+
+Deno.test("GET /compliance shows the collector's de-identification check, on or off", async () => {
+  const off = await (await createDashboardApp({ stats: () => stats }).request("/compliance")).text();
+  assert.match(off, /Check of arriving entries<\/th><td>off \(start serve with --require-deidentified/);
+  const privacy = {
+    mode: "reject" as const,
+    entries_checked: 10,
+    entries_identifiable: 2,
+    rejected: 2,
+    quarantined: 0,
+    redacted: 0,
+    by_detector: { ssn: 1, email: 1 },
+  };
+  const res = await createDashboardApp({ stats: () => ({ ...stats, privacy }) }).request("/compliance");
+  assert.equal(res.status, 200);
+  const on = await res.text();
+  assert.match(on, /on \(--require-deidentified reject\)/);
+  assert.match(on, /Findings by detector<\/th><td>ssn 1, email 1</);
+  assert.match(on, /Entries refused by reason<\/th><td>bad_gzip 3</);
+});

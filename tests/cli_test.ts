@@ -282,3 +282,43 @@ Deno.test("send --policy de-identifies before sending; a bad policy is refused a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("report: a de-identified store passes with its key id; raw identifiers fail with file and line", async () => {
+  await using tc = await startTestCollector();
+  const { caPath } = await testCerts();
+  const keyHex = "5a".repeat(32);
+  const sent = await runTlslog([
+    "healthcare",
+    "--ca",
+    caPath,
+    "--port",
+    String(tc.port),
+    "--count",
+    "60",
+    "--seed",
+    "3",
+  ], {
+    env: { TLSLOG_ANON_KEY: keyHex },
+  });
+  assert.equal(sent.code, 0, sent.stderr);
+  const clean = await runTlslog(["report", tc.dataDir]);
+  assert.equal(clean.code, 0, clean.stderr);
+  const keyId = createPseudonymizer(parseKey(keyHex)).keyId;
+  assert.match(
+    clean.stdout,
+    new RegExp(`entries checked\\s+60\\n\\s+fields pseudonymised\\s+60\\n\\s+key ids in use\\s+${keyId} 60`),
+  );
+  assert.match(clean.stdout, /entries with findings\s+0\n/);
+  const raw = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath], {
+    stdin: '{"note":"SSN 123-45-6789"}\n',
+  });
+  assert.equal(raw.code, 0, raw.stderr);
+  const dirty = await runTlslog(["report", "--json", tc.dataDir]);
+  assert.equal(dirty.code, 1);
+  const report = JSON.parse(dirty.stdout);
+  assert.equal(report.entries_with_violations, 1);
+  assert.deepStrictEqual(report.examples.map((e: { field: string; detector: string }) => [e.field, e.detector]), [[
+    "note",
+    "ssn",
+  ]]);
+});

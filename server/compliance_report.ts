@@ -1,0 +1,101 @@
+/**
+ * What a data directory says about de-identification, for `tlslog report`:
+ * entries checked, pseudonymised fields and the key ids that made them,
+ * redactions by label, what the detectors still find (violations), and the
+ * quarantine.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { checkDeidentified } from "../shared/deidentify.ts";
+import type { Detector } from "../shared/pii_detectors.ts";
+import { listDataFiles } from "./rotating_store.ts";
+
+/** The report. */
+export interface ComplianceReport {
+  data_files: number;
+  entries_checked: number;
+  /** Field values that are keyed tokens (`<prefix>_k<6 hex>_<mac>`). */
+  fields_pseudonymised: number;
+  /** Key ids found in tokens, with how many tokens each made. */
+  key_ids: Record<string, number>;
+  /** `[REDACTED:<LABEL>]` markers by label. */
+  redactions: Record<string, number>;
+  /** Entries in which a detector still finds something. */
+  entries_with_violations: number;
+  violations_by_detector: Record<string, number>;
+  /** The first violations, where they are: file, line, field, detector. */
+  examples: { file: string; line: number; field: string; detector: string }[];
+  /** Entries set aside by --require-deidentified quarantine. */
+  quarantined: number;
+  /** Lines that are not JSON (damage). */
+  unreadable_lines: number;
+}
+
+const TOKEN = /^[a-z][a-z0-9_]{0,31}_(k[0-9a-f]{6})_[A-Za-z0-9_-]{22}$/;
+const REDACTED = /\[REDACTED:([A-Za-z0-9_]+)\]/g;
+
+function countStrings(value: unknown, report: ComplianceReport): void {
+  if (typeof value === "string") {
+    const token = TOKEN.exec(value);
+    if (token) {
+      report.fields_pseudonymised++;
+      report.key_ids[token[1]!] = (report.key_ids[token[1]!] ?? 0) + 1;
+    }
+    for (const m of value.matchAll(REDACTED)) report.redactions[m[1]!] = (report.redactions[m[1]!] ?? 0) + 1;
+  } else if (Array.isArray(value)) {
+    for (const v of value) countStrings(v, report);
+  } else if (typeof value === "object" && value !== null) {
+    for (const v of Object.values(value)) countStrings(v, report);
+  }
+}
+
+/** Reads every data file of `dataDir` (and its quarantine) and reports. */
+export async function buildComplianceReport(
+  dataDir: string,
+  detectors: readonly Detector[],
+  maxExamples = 10,
+): Promise<ComplianceReport> {
+  const report: ComplianceReport = {
+    data_files: 0,
+    entries_checked: 0,
+    fields_pseudonymised: 0,
+    key_ids: {},
+    redactions: {},
+    entries_with_violations: 0,
+    violations_by_detector: {},
+    examples: [],
+    quarantined: 0,
+    unreadable_lines: 0,
+  };
+  for (const name of await listDataFiles(dataDir)) {
+    report.data_files++;
+    const lines = (await Deno.readTextFile(join(dataDir, name))).split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      if (lines[i] === "") continue;
+      let entry: unknown;
+      try {
+        entry = JSON.parse(lines[i]!);
+      } catch {
+        report.unreadable_lines++;
+        continue;
+      }
+      report.entries_checked++;
+      countStrings(entry, report);
+      const findings = checkDeidentified(entry, detectors);
+      if (findings.length === 0) continue;
+      report.entries_with_violations++;
+      for (const f of findings) {
+        report.violations_by_detector[f.detector] = (report.violations_by_detector[f.detector] ?? 0) + 1;
+        if (report.examples.length < maxExamples) report.examples.push({ file: name, line: i + 1, ...f });
+      }
+    }
+  }
+  try {
+    const text = await Deno.readTextFile(join(dataDir, "quarantine", "quarantine.jsonl"));
+    report.quarantined = text.split("\n").filter((l) => l !== "").length;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return report;
+}
