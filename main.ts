@@ -11,6 +11,7 @@ import { UsageError } from "./cli/flags.ts";
 import { runHealthcare } from "./cli/healthcare.ts";
 import { runHealthcheck } from "./cli/healthcheck.ts";
 import { runSend } from "./cli/send.ts";
+import { runReidentify } from "./cli/reidentify.ts";
 import { runReport } from "./cli/report.ts";
 import { runServe } from "./cli/serve.ts";
 
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; summa
   healthcheck: { run: runHealthcheck, summary: "exit 0 if a collector answers, 1 if not" },
   demo: { run: runDemo, summary: "collector + dashboard + a live simulated stream" },
   report: { run: runReport, summary: "report on de-identification in a data directory" },
+  reidentify: { run: runReidentify, summary: "decrypt FF1 fields with the key (audited)" },
 };
 
 /** Top-level help. */

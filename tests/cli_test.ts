@@ -14,7 +14,7 @@ import { readStored, runTlslog, spawnServe, startTestCollector, testCerts } from
 Deno.test("tlslog --help and each subcommand's --help exit 0; unknown commands and flags exit 2 with a hint", async () => {
   const top = await runTlslog(["--help"]);
   assert.equal(top.code, 0);
-  for (const cmd of ["serve", "send", "healthcare", "healthcheck", "demo"]) {
+  for (const cmd of ["serve", "send", "healthcare", "healthcheck", "demo", "report", "reidentify"]) {
     assert.match(top.stdout, new RegExp(`\\n  ${cmd} `));
     const help = await runTlslog([cmd, "--help"]);
     assert.equal(help.code, 0, cmd);
@@ -321,4 +321,59 @@ Deno.test("report: a de-identified store passes with its key id; raw identifiers
     "note",
     "ssn",
   ]]);
+});
+
+Deno.test("send --policy with FF1 keeps a field's shape; reidentify reverses it only with the key, and audits the run", async () => {
+  await using tc = await startTestCollector();
+  const { caPath } = await testCerts();
+  const dir = await Deno.makeTempDir();
+  try {
+    const policy = join(dir, "policy.json");
+    await Deno.writeTextFile(
+      policy,
+      JSON.stringify({
+        version: 1,
+        ff1: [{ field: "mrn", alphabet: "0123456789" }],
+        scan: { fields: ["note"] },
+        detectors: ["ssn"],
+      }),
+    );
+    const key = join(dir, "ff1.key");
+    await Deno.writeTextFile(key, "2b".repeat(32));
+    const wrongKey = join(dir, "wrong.key");
+    await Deno.writeTextFile(wrongKey, "3c".repeat(32));
+    const sent = await runTlslog(
+      ["send", "--port", String(tc.port), "--ca", caPath, "--policy", policy, "--ff1-key-file", key],
+      { stdin: '{"mrn":"00482913","note":"ok"}\n', env: { TLSLOG_ANON_KEY: "5a".repeat(32) } },
+    );
+    assert.equal(sent.code, 0, sent.stderr);
+    const [stored] = await readStored(tc.dataDir);
+    assert.match(String(stored!.mrn), /^\d{8}$/);
+    assert.notEqual(stored!.mrn, "00482913");
+    const file = join(dir, "stored.jsonl");
+    await Deno.writeTextFile(file, JSON.stringify(stored) + "\n");
+    const audit = join(dir, "audit.jsonl");
+    const back = await runTlslog([
+      "reidentify",
+      "--policy",
+      policy,
+      "--ff1-key-file",
+      key,
+      "--reason",
+      "case 7",
+      "--audit-log",
+      audit,
+      file,
+    ]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.deepStrictEqual(JSON.parse(back.stdout), { mrn: "00482913", note: "ok" });
+    assert.match(back.stderr, /reidentify: AUDIT \{"event":"reidentify"/);
+    const record = JSON.parse(await Deno.readTextFile(audit));
+    assert.deepStrictEqual([record.entries, record.fields, record.reason], [1, ["mrn"], "case 7"]);
+    // Another key gives other digits, never the original.
+    const wrong = await runTlslog(["reidentify", "--policy", policy, "--ff1-key-file", wrongKey, file]);
+    assert.notEqual(JSON.parse(wrong.stdout).mrn, "00482913");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
