@@ -124,9 +124,8 @@ function compress(state: Uint32Array, block: Uint32Array): void {
   state[7] = (state[7]! + h) | 0;
 }
 
-/** Words of a 64-byte block. */
-function wordsOf(bytes: Uint8Array): Uint32Array {
-  const words = new Uint32Array(16);
+/** Words of a 64-byte block, into `words` (a new array when not given). */
+function wordsOf(bytes: Uint8Array, words = new Uint32Array(16)): Uint32Array {
   for (let i = 0; i < 16; i++) {
     words[i] = (bytes[4 * i]! << 24) | (bytes[4 * i + 1]! << 16) | (bytes[4 * i + 2]! << 8) | bytes[4 * i + 3]!;
   }
@@ -166,7 +165,7 @@ export function createHmacSha256(key: Uint8Array): (message: string) => Uint8Arr
     bytes[62] = bits >>> 8;
     bytes[63] = bits & 0xff;
     state.set(inner);
-    compress(state, wordsOf(bytes));
+    compress(state, wordsOf(bytes, block));
     block.fill(0);
     block.set(state);
     block[8] = 0x80000000;
