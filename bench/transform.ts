@@ -1,7 +1,7 @@
 /**
  * The client's de-identification step on its own: the built-in healthcare
- * policy applied to simulated consultation logs (one in three carries a phone
- * number or e-mail in its note), on one core (this thread).
+ * policy applied to simulated consultation logs (about one in nine carries a
+ * phone number or an e-mail in its note), on one core.
  *
  * @module
  */

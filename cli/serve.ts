@@ -142,13 +142,14 @@ export async function runServe(args: string[]): Promise<number> {
     console.log(formatHelp(serveSpec));
     return 0;
   }
-  const options = collectorOptionsFromFlags(flags);
+  // Flag values first, so a bad one is a usage error even when a file is missing too.
   const guardMode = choiceFlag(
     flags,
     serveSpec,
     "require-deidentified",
     ["off", "reject", "quarantine", "redact"] as const,
   );
+  const options = collectorOptionsFromFlags(flags);
   if (guardMode !== "off") {
     const policyPath = stringFlag(flags, "policy");
     const policy = policyPath ? await loadPolicy(policyPath) : DEFAULT_POLICY;
