@@ -55,6 +55,9 @@ function renderCompliance(stats: StatsSnapshot): string {
         "Findings by detector",
         Object.entries(p.by_detector).map(([k, v]) => `${k} ${v}`).join(", ") || "none",
       ],
+      ["Fields pseudonymised by senders", formatValue(p.fields_pseudonymised, "int")],
+      ["Key ids in use", Object.entries(p.key_ids).map(([k, v]) => `${k} (${v} tokens)`).join(", ") || "none"],
+      ["Redactions by senders", Object.entries(p.redactions).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
     ]
     : [["Check of arriving entries", "off (start serve with --require-deidentified reject|quarantine|redact)"]];
   rows.push(

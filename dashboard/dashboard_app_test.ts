@@ -96,6 +96,9 @@ Deno.test("GET /compliance shows the collector's de-identification check, on or 
     quarantined: 0,
     redacted: 0,
     by_detector: { ssn: 1, email: 1 },
+    fields_pseudonymised: 8,
+    key_ids: { k1a2b3c: 8 },
+    redactions: { PHONE: 2 },
   };
   const res = await createDashboardApp({ stats: () => ({ ...stats, privacy }) }).request("/compliance");
   assert.equal(res.status, 200);
@@ -103,4 +106,6 @@ Deno.test("GET /compliance shows the collector's de-identification check, on or 
   assert.match(on, /on \(--require-deidentified reject\)/);
   assert.match(on, /Findings by detector<\/th><td>ssn 1, email 1</);
   assert.match(on, /Entries refused by reason<\/th><td>bad_gzip 3</);
+  assert.match(on, /Key ids in use<\/th><td>k1a2b3c \(8 tokens\)</);
+  assert.match(on, /Redactions by senders<\/th><td>PHONE 2</);
 });

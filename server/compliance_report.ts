@@ -12,15 +12,9 @@ import type { Detector } from "../shared/pii_detectors.ts";
 import { listDataFiles } from "./rotating_store.ts";
 
 /** The report. */
-export interface ComplianceReport {
+export interface ComplianceReport extends DeidentificationMarks {
   data_files: number;
   entries_checked: number;
-  /** Field values that are keyed tokens (`<prefix>_k<6 hex>_<mac>`). */
-  fields_pseudonymised: number;
-  /** Key ids found in tokens, with how many tokens each made. */
-  key_ids: Record<string, number>;
-  /** `[REDACTED:<LABEL>]` markers by label. */
-  redactions: Record<string, number>;
   /** Entries in which a detector still finds something. */
   entries_with_violations: number;
   violations_by_detector: Record<string, number>;
@@ -35,18 +29,28 @@ export interface ComplianceReport {
 const TOKEN = /^[a-z][a-z0-9_]{0,31}_(k[0-9a-f]{6})_[A-Za-z0-9_-]{22}$/;
 const REDACTED = /\[REDACTED:([A-Za-z0-9_]+)\]/g;
 
-function countStrings(value: unknown, report: ComplianceReport): void {
+/** What de-identification left in entries: tokens by key id, redaction markers by label. */
+export interface DeidentificationMarks {
+  fields_pseudonymised: number;
+  key_ids: Record<string, number>;
+  redactions: Record<string, number>;
+}
+
+/** Adds the tokens and `[REDACTED:<LABEL>]` markers found in `value`'s strings to `marks`. */
+export function countMarks(value: unknown, marks: DeidentificationMarks): void {
   if (typeof value === "string") {
     const token = TOKEN.exec(value);
     if (token) {
-      report.fields_pseudonymised++;
-      report.key_ids[token[1]!] = (report.key_ids[token[1]!] ?? 0) + 1;
+      marks.fields_pseudonymised++;
+      marks.key_ids[token[1]!] = (marks.key_ids[token[1]!] ?? 0) + 1;
     }
-    for (const m of value.matchAll(REDACTED)) report.redactions[m[1]!] = (report.redactions[m[1]!] ?? 0) + 1;
+    if (value.includes("[REDACTED:")) {
+      for (const m of value.matchAll(REDACTED)) marks.redactions[m[1]!] = (marks.redactions[m[1]!] ?? 0) + 1;
+    }
   } else if (Array.isArray(value)) {
-    for (const v of value) countStrings(v, report);
+    for (const v of value) countMarks(v, marks);
   } else if (typeof value === "object" && value !== null) {
-    for (const v of Object.values(value)) countStrings(v, report);
+    for (const v of Object.values(value)) countMarks(v, marks);
   }
 }
 
@@ -81,7 +85,7 @@ export async function buildComplianceReport(
         continue;
       }
       report.entries_checked++;
-      countStrings(entry, report);
+      countMarks(entry, report);
       const findings = checkDeidentified(entry, detectors);
       if (findings.length === 0) continue;
       report.entries_with_violations++;

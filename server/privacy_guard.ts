@@ -8,6 +8,7 @@
  */
 import { checkDeidentified, type Finding } from "../shared/deidentify.ts";
 import { type Detector, redactText } from "../shared/pii_detectors.ts";
+import { countMarks } from "./compliance_report.ts";
 
 /** What to do with an entry that is still identifiable. */
 export type GuardMode = "reject" | "quarantine" | "redact";
@@ -27,6 +28,10 @@ export interface GuardStats {
   redacted: number;
   /** Findings by detector. */
   by_detector: Record<string, number>;
+  /** What the senders' de-identification left in the entries checked: tokens by key id, redactions by label. */
+  fields_pseudonymised: number;
+  key_ids: Record<string, number>;
+  redactions: Record<string, number>;
 }
 
 /** Checks entries against detectors; see the module doc. */
@@ -71,11 +76,15 @@ export function createPrivacyGuard(mode: GuardMode, detectors: readonly Detector
     quarantined: 0,
     redacted: 0,
     by_detector: {},
+    fields_pseudonymised: 0,
+    key_ids: {},
+    redactions: {},
   };
   return {
     stats,
     check(line, entry) {
       stats.entries_checked++;
+      countMarks(entry, stats);
       const findings = checkDeidentified(entry, detectors);
       if (findings.length === 0) return { action: "store", line };
       stats.entries_identifiable++;

@@ -5,6 +5,7 @@ import { createPrivacyGuard, describeFindings } from "./privacy_guard.ts";
 const detectors = getDetectors(["ssn", "card", "email"]);
 const raw = { patient_id: "pt_k1_abc", note: "SSN 123-45-6789", contact: { mail: "jane@example.org" } };
 const clean = { patient_id: "pt_k1_abc", note: "follow-up in two weeks" };
+const marked = { patient_id: `pt_k1a2b3c_${"A".repeat(22)}`, note: "call [REDACTED:PHONE]" };
 
 Deno.test("createPrivacyGuard('reject') refuses an identifiable entry, naming field and detector, and counts it", () => {
   const guard = createPrivacyGuard("reject", detectors);
@@ -23,6 +24,9 @@ Deno.test("createPrivacyGuard('reject') refuses an identifiable entry, naming fi
     quarantined: 0,
     redacted: 0,
     by_detector: { ssn: 1, email: 1 },
+    fields_pseudonymised: 0,
+    key_ids: {},
+    redactions: {},
   });
 });
 
@@ -40,4 +44,13 @@ Deno.test("createPrivacyGuard('redact') stores a fixed copy; 'quarantine' sets t
   assert.equal(quarantine.check(JSON.stringify(raw), raw).action, "quarantine");
   assert.equal(quarantine.stats.quarantined, 1);
   assert.equal(describeFindings([]), "");
+});
+
+Deno.test("createPrivacyGuard() counts the tokens by key id and the redactions senders left", () => {
+  const guard = createPrivacyGuard("reject", detectors);
+  assert.equal(guard.check(JSON.stringify(marked), marked).action, "store");
+  assert.deepStrictEqual(
+    [guard.stats.fields_pseudonymised, guard.stats.key_ids, guard.stats.redactions],
+    [1, { k1a2b3c: 1 }, { PHONE: 1 }],
+  );
 });

@@ -56,6 +56,10 @@ export interface StatsSnapshot {
     quarantined: number;
     redacted: number;
     by_detector: Record<string, number>;
+    /** Tokens and redaction markers the senders' de-identification left in the entries checked. */
+    fields_pseudonymised: number;
+    key_ids: Record<string, number>;
+    redactions: Record<string, number>;
   } | null;
   uptime_s: number;
   /** ISO time the collector started. */

@@ -41,6 +41,9 @@ Deno.test("serve --require-deidentified reject: refuses raw SSN, card and e-mail
     quarantined: 0,
     redacted: 0,
     by_detector: { ssn: 1, card: 1, email: 1 },
+    fields_pseudonymised: 0,
+    key_ids: {},
+    redactions: {},
   });
   assert.equal(s.rejected_by_reason.not_deidentified, 3);
 });
