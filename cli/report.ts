@@ -5,6 +5,7 @@
  * @module
  */
 import { buildComplianceReport, type ComplianceReport } from "../server/compliance_report.ts";
+import { ff1Paths } from "../shared/deidentify.ts";
 import { DEFAULT_POLICY, loadPolicy } from "../shared/privacy_policy.ts";
 import { type CommandSpec, formatHelp, parseFlags, stringFlag, UsageError } from "./flags.ts";
 
@@ -58,7 +59,7 @@ export async function runReport(args: string[]): Promise<number> {
   const dir = flags.positionals[0]!;
   const policyPath = stringFlag(flags, "policy");
   const policy = policyPath ? await loadPolicy(policyPath) : DEFAULT_POLICY;
-  const report = await buildComplianceReport(dir, policy.detectors);
+  const report = await buildComplianceReport(dir, policy.detectors, 10, ff1Paths(policy));
   console.log(flags.values.json ? JSON.stringify(report, null, 2) : formatReport(dir, report, policy.source));
   return report.entries_with_violations === 0 ? 0 : 1;
 }

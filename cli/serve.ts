@@ -7,6 +7,7 @@ import { createDashboardApp } from "../dashboard/dashboard_app.ts";
 import { type Collector, type CollectorOptions, ListenError, startCollector } from "../server/collector.ts";
 import { readPemFile } from "../shared/pem_files.ts";
 import { createPrivacyGuard } from "../server/privacy_guard.ts";
+import { ff1Paths } from "../shared/deidentify.ts";
 import type { FsyncMode } from "../server/rotating_store.ts";
 import { DEFAULT_POLICY, loadPolicy } from "../shared/privacy_policy.ts";
 import {
@@ -153,7 +154,7 @@ export async function runServe(args: string[]): Promise<number> {
   if (guardMode !== "off") {
     const policyPath = stringFlag(flags, "policy");
     const policy = policyPath ? await loadPolicy(policyPath) : DEFAULT_POLICY;
-    options.guard = createPrivacyGuard(guardMode, policy.detectors);
+    options.guard = createPrivacyGuard(guardMode, policy.detectors, ff1Paths(policy));
   }
   const print = flags.values.print === true;
   if (print) {

@@ -65,8 +65,12 @@ function redactDeep(value: unknown, detectors: readonly Detector[], labels: Map<
   return value;
 }
 
-/** Builds a guard running `detectors` in `mode`. */
-export function createPrivacyGuard(mode: GuardMode, detectors: readonly Detector[]): PrivacyGuard {
+/** Builds a guard running `detectors` in `mode`, not looking into the paths of `skip` (FF1 fields). */
+export function createPrivacyGuard(
+  mode: GuardMode,
+  detectors: readonly Detector[],
+  skip: ReadonlySet<string> = new Set(),
+): PrivacyGuard {
   const labels = new Map(detectors.map((d) => [d.name, d.label]));
   const stats: GuardStats = {
     mode,
@@ -85,7 +89,7 @@ export function createPrivacyGuard(mode: GuardMode, detectors: readonly Detector
     check(line, entry) {
       stats.entries_checked++;
       countMarks(entry, stats);
-      const findings = checkDeidentified(entry, detectors);
+      const findings = checkDeidentified(entry, detectors, skip);
       if (findings.length === 0) return { action: "store", line };
       stats.entries_identifiable++;
       for (const f of findings) stats.by_detector[f.detector] = (stats.by_detector[f.detector] ?? 0) + 1;

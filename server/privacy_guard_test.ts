@@ -54,3 +54,10 @@ Deno.test("createPrivacyGuard() counts the tokens by key id and the redactions s
     [1, { k1a2b3c: 1 }, { PHONE: 1 }],
   );
 });
+
+Deno.test("createPrivacyGuard() does not look into FF1 fields, whose ciphertext keeps an identifier's shape", () => {
+  const ff1Ssn = { ssn: "518-44-2093", note: "ok" };
+  assert.equal(createPrivacyGuard("reject", detectors).check(JSON.stringify(ff1Ssn), ff1Ssn).action, "reject");
+  const guard = createPrivacyGuard("reject", detectors, new Set(["ssn"]));
+  assert.equal(guard.check(JSON.stringify(ff1Ssn), ff1Ssn).action, "store");
+});

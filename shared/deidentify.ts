@@ -252,13 +252,25 @@ export interface Finding {
   detector: string;
 }
 
+/** Field paths (dotted, as checkDeidentified names them) that a policy encrypts with FF1. */
+export function ff1Paths(policy: CompiledPolicy): Set<string> {
+  return new Set(policy.ff1.map((r) => r.path.join(".")));
+}
+
 /**
- * The identifiers `detectors` still find in an entry's string values, once per field and detector.
+ * The identifiers `detectors` still find in an entry's string values, once per field and detector,
+ * except in the paths of `skip`.
  * The server uses it to refuse or flag entries that were not de-identified.
  */
-export function checkDeidentified(entry: unknown, detectors: readonly Detector[]): Finding[] {
+export function checkDeidentified(
+  entry: unknown,
+  detectors: readonly Detector[],
+  skip: ReadonlySet<string> = new Set(),
+): Finding[] {
   const findings: Finding[] = [];
   const walk = (v: unknown, path: string) => {
+    // FF1 output keeps the shape of what it encrypted (an SSN stays SSN-shaped): skip those paths.
+    if (skip.has(path)) return;
     if (typeof v === "string" || (typeof v === "number" && (v >= 1e6 || v <= -1e6))) {
       const seen = new Set<string>();
       for (const m of findPii(String(v), detectors)) {
