@@ -8,31 +8,19 @@
  */
 import { checkDeidentified, type Finding } from "../shared/deidentify.ts";
 import { type Detector, redactText } from "../shared/pii_detectors.ts";
+import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { countMarks } from "./compliance_report.ts";
 
+/** Counters of the guard: the `privacy` section of /api/stats (defined with the other stats in shared/). */
+export type GuardStats = NonNullable<StatsSnapshot["privacy"]>;
+
 /** What to do with an entry that is still identifiable. */
-export type GuardMode = "reject" | "quarantine" | "redact";
+export type GuardMode = GuardStats["mode"];
 
 /** The guard's decision for one entry. */
 export type GuardVerdict =
   | { action: "store"; line: string }
   | { action: "reject" | "quarantine"; line: string; error: string; findings: Finding[] };
-
-/** Counters of the guard, as /api/stats shows them under `privacy`. */
-export interface GuardStats {
-  mode: GuardMode;
-  entries_checked: number;
-  entries_identifiable: number;
-  rejected: number;
-  quarantined: number;
-  redacted: number;
-  /** Findings by detector. */
-  by_detector: Record<string, number>;
-  /** What the senders' de-identification left in the entries checked: tokens by key id, redactions by label. */
-  fields_pseudonymised: number;
-  key_ids: Record<string, number>;
-  redactions: Record<string, number>;
-}
 
 /** Checks entries against detectors; see the module doc. */
 export interface PrivacyGuard {
