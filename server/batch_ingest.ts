@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
+import { type Entry, InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
 import type { EntryRejection } from "../shared/protocol.ts";
 
 /** Raised when a batch cannot be read at all. */
@@ -24,6 +24,8 @@ export interface IngestedBatch {
   /** Lines in `data`. */
   count: number;
   rejected: (EntryRejection & { code: string })[];
+  /** With `keepEntries`: the valid entries, as line, parsed value and index in the batch. */
+  entries?: { index: number; line: string; entry: Entry }[];
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -34,7 +36,12 @@ const encoder = new TextEncoder();
  *
  * @throws {BatchFormatError} when the body is not UTF-8, or its line count differs from the header
  */
-export function ingestBatch(body: Uint8Array, expected: number, maxEntryBytes: number): IngestedBatch {
+export function ingestBatch(
+  body: Uint8Array,
+  expected: number,
+  maxEntryBytes: number,
+  keepEntries = false,
+): IngestedBatch {
   let text: string;
   try {
     text = decoder.decode(body);
@@ -49,6 +56,8 @@ export function ingestBatch(body: Uint8Array, expected: number, maxEntryBytes: n
     throw new BatchFormatError("bad_batch", `batch header says ${expected} entries, body holds ${lines.length} lines`);
   }
   const rejected: IngestedBatch["rejected"] = [];
+  // Only the privacy check needs the parsed entries; without it they are not kept.
+  const entries: IngestedBatch["entries"] = keepEntries ? [] : undefined;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
     // Length in UTF-16 units is a lower bound on bytes; only measure when close.
@@ -57,18 +66,21 @@ export function ingestBatch(body: Uint8Array, expected: number, maxEntryBytes: n
       continue;
     }
     try {
-      parseEntry(line);
+      const entry = parseEntry(line);
+      entries?.push({ index: i, line, entry });
     } catch (err) {
       if (!(err instanceof InvalidEntryError)) throw err;
       rejected.push({ index: i, code: "invalid_entry", error: err.message });
     }
   }
-  if (rejected.length === 0) return { data: body, count: lines.length, rejected };
+  const kept = entries ? { entries } : {};
+  if (rejected.length === 0) return { data: body, count: lines.length, rejected, ...kept };
   const skip = new Set(rejected.map((r) => r.index));
-  const kept = lines.filter((_, i) => !skip.has(i));
+  const valid = lines.filter((_, i) => !skip.has(i));
   return {
-    data: kept.length === 0 ? new Uint8Array(0) : encoder.encode(kept.join("\n") + "\n"),
-    count: kept.length,
+    data: valid.length === 0 ? new Uint8Array(0) : encoder.encode(valid.join("\n") + "\n"),
+    count: valid.length,
     rejected,
+    ...kept,
   };
 }

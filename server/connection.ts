@@ -285,7 +285,7 @@ export class Connection {
     }
     let batch;
     try {
-      batch = ingestBatch(raw, count, this.#ctx.limits.maxEntryBytes);
+      batch = ingestBatch(raw, count, this.#ctx.limits.maxEntryBytes, this.#ctx.guard !== undefined);
     } catch (err) {
       if (!(err instanceof BatchFormatError)) throw err;
       return this.#reject(err.code, err.message, seq);
@@ -293,7 +293,7 @@ export class Connection {
     this.#countBytes(body.length, raw.length);
     this.#ctx.stats.entriesReceived += count;
     let quarantined: Promise<void> = Promise.resolve();
-    if (this.#ctx.guard) quarantined = this.#guardBatch(batch, count);
+    if (this.#ctx.guard) quarantined = this.#guardBatch(batch);
     for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
     stream.claimedSeq = seq;
     const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
@@ -316,17 +316,12 @@ export class Connection {
    * refused one by one (with the field and detector) or set aside, or fixed.
    * The other entries of the batch are unaffected.
    */
-  #guardBatch(batch: IngestedBatch, count: number): Promise<void> {
+  #guardBatch(batch: IngestedBatch): Promise<void> {
     const guard = this.#ctx.guard!;
-    const refused = new Set(batch.rejected.map((r) => r.index));
-    const lines = batch.count === 0 ? [] : new TextDecoder().decode(batch.data).slice(0, -1).split("\n");
     const kept: string[] = [];
     const aside: string[] = [];
-    let k = 0;
-    for (let index = 0; index < count; index++) {
-      if (refused.has(index)) continue;
-      const line = lines[k++]!;
-      const verdict = guard.check(line, JSON.parse(line));
+    for (const { index, line, entry } of batch.entries!) {
+      const verdict = guard.check(line, entry);
       if (verdict.action === "store") kept.push(verdict.line);
       else {
         if (verdict.action === "quarantine") aside.push(verdict.line);
