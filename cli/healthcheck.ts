@@ -4,9 +4,10 @@
  *
  * @module
  */
+import { readAnswers } from "../client/sender.ts";
 import { connectTransport } from "../client/tls_transport.ts";
-import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
-import { ALPN_V2, decodeMessage, encodePing } from "../shared/protocol.ts";
+import { encodeFrame } from "../shared/frame_codec.ts";
+import { ALPN_V2, encodePing } from "../shared/protocol.ts";
 import { CONNECT_FLAGS, transportFromFlags } from "./client_common.ts";
 import { type CommandSpec, durationFlag, formatHelp, parseFlags } from "./flags.ts";
 
@@ -34,21 +35,14 @@ async function ping(transportOptions: ReturnType<typeof transportFromFlags>, dea
     if (alpnProtocol !== ALPN_V2) throw new UnhealthyError(`collector did not negotiate ${ALPN_V2}`);
     const nonce = crypto.getRandomValues(new Uint32Array(1))[0]!;
     await conn.write(encodeFrame(encodePing(nonce)));
-    const decoder = new FrameDecoder({ maxFrameBytes: 4096 });
-    const buffer = new Uint8Array(4096);
-    while (true) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new UnhealthyError("collector closed the connection before answering the ping");
-      const [event] = decoder.push(buffer.subarray(0, n));
-      if (!event) continue;
-      if (event.kind !== "frame") throw new UnhealthyError("collector answered with an oversized frame");
-      const message = decodeMessage(event.payload);
+    for await (const message of readAnswers(conn)) {
       if (message.type === "nack") throw new UnhealthyError(`collector refused the ping: ${message.nack.error}`);
       if (message.type !== "pong" || message.nonce !== nonce) {
         throw new UnhealthyError(`collector answered the ping with ${message.type}`);
       }
       return performance.now() - started;
     }
+    throw new UnhealthyError("collector closed the connection before answering the ping");
   } finally {
     conn.close();
   }

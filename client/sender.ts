@@ -650,8 +650,12 @@ async function writeAll(conn: Transport["conn"], data: Uint8Array): Promise<void
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
-/** Decodes the server's answers as they arrive. */
-async function* readAnswers(conn: Transport["conn"]): AsyncGenerator<V2Message> {
+/**
+ * Decodes a collector's v2 answers as they arrive, until the connection ends.
+ *
+ * @throws {ServerProtocolError} for an answer over 1 MiB
+ */
+export async function* readAnswers(conn: Transport["conn"]): AsyncGenerator<V2Message> {
   const decoder = new FrameDecoder({ maxFrameBytes: ANSWER_MAX_BYTES });
   const buffer = new Uint8Array(64 * 1024);
   while (true) {

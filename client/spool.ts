@@ -50,12 +50,14 @@ export class Spool {
   readonly #setMeta: StatementSync;
   readonly #getMeta: StatementSync;
   readonly #load: StatementSync;
+  readonly #oldest: StatementSync;
+  readonly #seqsUpTo: StatementSync;
   /** Stable identity of this spool's stream of batches. */
   readonly streamId: string;
   #nextSeq: number;
   #stats: SpoolStats;
 
-  private constructor(db: DatabaseSync, now: number) {
+  private constructor(db: DatabaseSync) {
     this.#db = db;
     this.#insert = db.prepare(
       "INSERT INTO batches (seq, count, raw_bytes, body, created_ms, source, line_nos) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -68,6 +70,8 @@ export class Spool {
     this.#load = db.prepare(
       "SELECT seq, count, raw_bytes, body, created_ms, source, line_nos FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
     );
+    this.#oldest = db.prepare("SELECT min(created_ms) AS oldest FROM batches");
+    this.#seqsUpTo = db.prepare("SELECT seq FROM batches WHERE seq <= ? ORDER BY seq");
     let stream = this.getMeta("stream_id");
     if (stream === null) {
       stream = crypto.randomUUID();
@@ -80,11 +84,10 @@ export class Spool {
     ).get() as { n: number; entries: number; bytes: number; oldest: number | null; maxSeq: number };
     this.#stats = { batches: agg.n, entries: agg.entries, bytes: agg.bytes, oldestMs: agg.oldest };
     this.#nextSeq = Math.max(Number(this.getMeta("next_seq") ?? 1), agg.maxSeq + 1);
-    void now;
   }
 
   /** Opens (creating) the spool in `dir` (mode 0700). */
-  static open(dir: string, now = Date.now()): Spool {
+  static open(dir: string): Spool {
     try {
       Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
       const path = join(dir, "spool.db");
@@ -100,7 +103,7 @@ export class Spool {
           seq INTEGER PRIMARY KEY, count INTEGER NOT NULL, raw_bytes INTEGER NOT NULL, body BLOB NOT NULL,
           created_ms INTEGER NOT NULL, source TEXT NOT NULL, line_nos TEXT NOT NULL
         );`);
-      return new Spool(db, now);
+      return new Spool(db);
     } catch (err) {
       if (err instanceof SpoolError) throw err;
       throw new SpoolError(`cannot open spool ${dir}: ${(err as Error).message}`);
@@ -179,7 +182,7 @@ export class Spool {
     }
     if (this.#stats.batches === 0) this.#stats.oldestMs = null;
     else if (seqs.length > 0) {
-      const row = this.#db.prepare("SELECT min(created_ms) AS oldest FROM batches").get() as { oldest: number };
+      const row = this.#oldest.get() as { oldest: number };
       this.#stats.oldestMs = row.oldest;
     }
     return entries;
@@ -187,7 +190,7 @@ export class Spool {
 
   /** Sequence numbers of batches with seq <= `seq`. */
   seqsUpTo(seq: number): number[] {
-    return (this.#db.prepare("SELECT seq FROM batches WHERE seq <= ? ORDER BY seq").all(seq) as { seq: number }[])
+    return (this.#seqsUpTo.all(seq) as { seq: number }[])
       .map((r) => Number(r.seq));
   }
 

@@ -129,7 +129,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   return {
     hostname: address.address,
     port: address.port,
-    stats: () => ({ ...stats.snapshot(), current_file: store.currentFile, privacy: options.guard?.stats ?? null }),
+    stats: () => stats.snapshot({ current_file: store.currentFile, privacy: options.guard?.stats ?? null }),
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));

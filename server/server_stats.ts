@@ -23,7 +23,6 @@ export class ServerStats {
   framesRejected = 0;
   filesWritten = 0;
   fsyncs = 0;
-  currentFile: string | null = null;
   readonly rejectedByReason: Record<string, number> = {};
   /** Latest STATUS of each sending stream, with when it came. */
   readonly senders = new Map<string, { status: SenderStatus; atMs: number }>();
@@ -71,8 +70,13 @@ export class ServerStats {
     this.senders.set(stream, { status, atMs: this.#now() });
   }
 
-  /** The current values, as `/api/stats` shows them. */
-  snapshot(): StatsSnapshot {
+  /**
+   * The current values, as `/api/stats` shows them. The collector passes the
+   * parts these counters do not own: the store's current file and the privacy check.
+   */
+  snapshot(
+    owned: Pick<StatsSnapshot, "current_file" | "privacy"> = { current_file: null, privacy: null },
+  ): StatsSnapshot {
     const nowMs = this.#now();
     const senders = { reporting: 0, spool_entries: 0, spool_bytes: 0, oldest_unacked_age_s: 0, retries: 0, dropped: 0 };
     for (const [stream, { status, atMs }] of this.senders) {
@@ -115,9 +119,9 @@ export class ServerStats {
       rejected_by_reason: { ...this.rejectedByReason },
       files_written: this.filesWritten,
       fsyncs: this.fsyncs,
-      current_file: this.currentFile,
+      current_file: owned.current_file,
       senders,
-      privacy: null,
+      privacy: owned.privacy,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };
