@@ -14,6 +14,8 @@ import { runSend } from "./cli/send.ts";
 import { runReidentify } from "./cli/reidentify.ts";
 import { runReport } from "./cli/report.ts";
 import { runServe } from "./cli/serve.ts";
+import { runVerify } from "./cli/verify.ts";
+import { runCat } from "./cli/cat.ts";
 
 /** Version printed by `tlslog --version`. */
 export const VERSION = "0.1.0";
@@ -26,6 +28,8 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; summa
   demo: { run: runDemo, summary: "collector + dashboard + a live simulated stream" },
   report: { run: runReport, summary: "report on de-identification in a data directory" },
   reidentify: { run: runReidentify, summary: "decrypt FF1 fields with the key (audited)" },
+  verify: { run: runVerify, summary: "check a store against its hash chain and signed checkpoints" },
+  cat: { run: runCat, summary: "print stored entries (plain, compressed, encrypted files)" },
 };
 
 /** Top-level help. */

@@ -286,6 +286,8 @@ async function startServer(certDir: string, dataDir: string, mode: ServerMode): 
     join(certDir, "server.crt"),
     "--key",
     join(certDir, "server.key"),
+    "--signing-key",
+    join(certDir, "checkpoint.key"),
   ]);
   const watch = new ProcWatch(child.pid);
   const stderr = collect(child.stderr);

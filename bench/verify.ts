@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
+import { readStoreText } from "../server/store_files.ts";
 
 /** What the files held. */
 export interface Stored {
@@ -20,7 +21,7 @@ export async function checkSeqs(paths: string[], expected: number): Promise<Stor
   let lines = 0;
   let exact = true;
   for (const path of paths) {
-    const text = await Deno.readTextFile(path);
+    const text = await readStoreText(dirname(path), basename(path));
     for (const line of text.split("\n")) {
       if (line === "") continue;
       lines++;

@@ -15,7 +15,7 @@ import { ALPN_V2 } from "../shared/protocol.ts";
 import { readPemFile } from "../shared/pem_files.ts";
 import { createPseudonymizer } from "../shared/pseudonymizer.ts";
 import { type CommandSpec, formatHelp, intFlag, parseFlags, stringFlag } from "./flags.ts";
-import { startService } from "./serve.ts";
+import { DEFAULT_SIGNING_KEY, loadCheckpointSigner, startService } from "./serve.ts";
 import { waitForStopSignal } from "./stop_signal.ts";
 
 /** The command's flags and help. */
@@ -53,6 +53,7 @@ export async function runDemo(args: string[]): Promise<number> {
       maxFrameBytes: 1 << 20,
       maxBatchBytes: 16 << 20,
       maxEntryBytes: 1 << 20,
+      signer: await loadCheckpointSigner(DEFAULT_SIGNING_KEY, stringFlag(flags, "data-dir")!),
     },
     "127.0.0.1",
     intFlag(flags, demoSpec, "dashboard-port", 0, 65535),

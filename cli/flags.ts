@@ -54,7 +54,14 @@ export function parseFlags(spec: CommandSpec, args: string[]): ParsedFlags {
   for (const [name, flag] of Object.entries(spec.flags)) options[name] = { type: flag.type };
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: true });
+    // allowNegative: a boolean flag that defaults to true is turned off with --no-<name>.
+    parsed = parseArgs(
+      { args, options, strict: true, allowPositionals: true, allowNegative: true } as
+        & Parameters<
+          typeof parseArgs
+        >[0]
+        & { options: typeof options },
+    );
   } catch (err) {
     const message = (err as Error).message.replace(/\. To specify a positional argument.*$/s, "");
     throw new UsageError(`${message.replace(/^Unknown option/, "unknown flag")}`, spec.name);
@@ -72,7 +79,8 @@ export function parseFlags(spec: CommandSpec, args: string[]): ParsedFlags {
 /** The --help text of a subcommand. */
 export function formatHelp(spec: CommandSpec): string {
   const rows = Object.entries(spec.flags).map(([name, flag]) => {
-    const left = `--${name}${flag.type === "string" ? ` <${flag.arg ?? "value"}>` : ""}`;
+    const negatable = flag.type === "boolean" && flag.default === true;
+    const left = `--${negatable ? "[no-]" : ""}${name}${flag.type === "string" ? ` <${flag.arg ?? "value"}>` : ""}`;
     const def = flag.default !== undefined && flag.default !== false ? ` (default: ${flag.default})` : "";
     return [left, flag.help + def] as const;
   });

@@ -13,6 +13,7 @@ import { DEFAULT_POLICY, loadPolicy } from "../shared/privacy_policy.ts";
 import {
   choiceFlag,
   type CommandSpec,
+  durationFlag,
   formatHelp,
   intFlag,
   type ParsedFlags,
@@ -22,6 +23,10 @@ import {
   UsageError,
 } from "./flags.ts";
 import { waitForStopSignal } from "./stop_signal.ts";
+import { join } from "node:path";
+import { readEncryptionKey } from "../server/sealed_file.ts";
+import { ensureSigningKey, type NoteSigner } from "../server/signed_note.ts";
+import { VERIFIER_KEY_NAME } from "../server/store_checkpoint.ts";
 
 /** The command's flags and help. */
 export const serveSpec: CommandSpec = {
@@ -60,10 +65,38 @@ export const serveSpec: CommandSpec = {
     "max-frame-bytes": { type: "string", default: "1MiB", help: "largest frame accepted (compressed)" },
     "max-batch-bytes": { type: "string", default: "16MiB", help: "largest decompressed frame (gzip bombs stop here)" },
     "max-entry-bytes": { type: "string", default: "1MiB", help: "largest single entry" },
+    "signing-key": {
+      type: "string",
+      default: "keys/tlslog-checkpoint.key",
+      arg: "file",
+      help:
+        "Ed25519 key that signs checkpoints (PKCS#8 PEM); made on first start (mode 0600). Keep it off the data volume",
+    },
+    origin: { type: "string", arg: "name", help: "the checkpoints' origin line (default: tlslog/<hostname>)" },
+    "checkpoint-interval": {
+      type: "string",
+      default: "10s",
+      arg: "duration",
+      help: "sign a checkpoint at least this often while entries arrive (also at every rotation and stop)",
+    },
+    "checkpoint-copy": {
+      type: "string",
+      arg: "dir",
+      help: "also write every checkpoint here (an off-host mount): the anchor a rewrite of the data dir cannot reach",
+    },
+    "compress-rotated": { type: "boolean", default: true, help: "gzip data files once they are closed" },
+    "encrypt-key": {
+      type: "string",
+      arg: "file",
+      help: "encrypt data files at rest with AES-256-GCM under this 32-byte key (hex or base64; openssl rand -hex 32)",
+    },
+    retention: { type: "string", arg: "days", help: "delete closed files older than this many days" },
+    "retention-files": { type: "string", arg: "n", help: "keep at most this many data files" },
   },
   examples: [
     "tlslog serve --cert certs/server.crt --key certs/server.key",
     "tlslog serve --port 0 --dashboard-port 0 --data-dir /tmp/logs --print",
+    "tlslog serve --encrypt-key at-rest.key --retention 30 --checkpoint-copy /mnt/anchor",
   ],
 };
 
@@ -94,6 +127,66 @@ export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions 
     maxFrameBytes: sizeFlag(flags, serveSpec, "max-frame-bytes", 1024, 256 * 1024 ** 2),
     maxBatchBytes: sizeFlag(flags, serveSpec, "max-batch-bytes", 1024, 1024 ** 3),
     maxEntryBytes: sizeFlag(flags, serveSpec, "max-entry-bytes", 64, 256 * 1024 ** 2),
+  };
+}
+
+/** Where `serve` and `demo` keep the checkpoint key by default. */
+export const DEFAULT_SIGNING_KEY = "keys/tlslog-checkpoint.key";
+/** The checkpoint key's name in signatures. */
+const SIGNING_KEY_NAME = "tlslog-checkpoint";
+
+/**
+ * Loads (or makes, on first start) the checkpoint signing key and writes its
+ * verifier key next to it (`.pub`) and into the data directory, where
+ * `tlslog verify` finds it when no --pubkey is given.
+ */
+export async function loadCheckpointSigner(keyPath: string, dataDir: string): Promise<NoteSigner> {
+  const { signer, created } = await ensureSigningKey(keyPath, SIGNING_KEY_NAME);
+  const pub = signer.verifierKey + "\n";
+  await Deno.writeTextFile(keyPath.replace(/\.key$/, "") + ".pub", pub);
+  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await Deno.writeTextFile(join(dataDir, VERIFIER_KEY_NAME), pub);
+  if (created) console.error(`tlslog: made checkpoint signing key ${keyPath} (verifier key ${signer.verifierKey})`);
+  return signer;
+}
+
+/** Checkpoint, lifecycle and encryption options from the serve flags (keys read, key made if missing). */
+export async function evidenceOptionsFromFlags(
+  flags: ParsedFlags,
+  dataDir: string,
+): Promise<Partial<CollectorOptions>> {
+  const keyPath = stringFlag(flags, "encrypt-key");
+  const retentionDays = stringFlag(flags, "retention");
+  const retentionFiles = stringFlag(flags, "retention-files");
+  const days = retentionDays === undefined ? undefined : Number(retentionDays);
+  if (days !== undefined && !(Number.isFinite(days) && days > 0 && days <= 36_500)) {
+    throw new UsageError(
+      `--retention must be a number of days from 0 to 36500 (e.g. 30 or 0.5), got "${retentionDays}"`,
+      "serve",
+    );
+  }
+  const files = retentionFiles === undefined ? undefined : intFlag(flags, serveSpec, "retention-files", 2, 1e9);
+  const interval = durationFlag(flags, serveSpec, "checkpoint-interval", 100, 24 * 3_600_000);
+  const encryptKey = keyPath ? await readEncryptionKey(keyPath) : undefined;
+  const signingKey = stringFlag(flags, "signing-key")!;
+  const copyDir = stringFlag(flags, "checkpoint-copy");
+  return {
+    signer: await loadCheckpointSigner(signingKey, dataDir),
+    origin: stringFlag(flags, "origin"),
+    checkpointIntervalMs: interval,
+    checkpointCopyDir: copyDir,
+    compressRotated: flags.values["compress-rotated"] !== false,
+    encryptKey,
+    retention: { days, files },
+    auditConfig: {
+      data_dir: dataDir,
+      compress_rotated: flags.values["compress-rotated"] !== false,
+      encryption: encryptKey ? { cipher: "AES-256-GCM", key_id: encryptKey.id } : null,
+      retention: { days: days ?? null, files: files ?? null },
+      checkpoint_interval_ms: interval,
+      checkpoint_copy: copyDir ?? null,
+      signing_key: signingKey,
+    },
   };
 }
 
@@ -151,6 +244,19 @@ export async function runServe(args: string[]): Promise<number> {
     ["off", "reject", "quarantine", "redact"] as const,
   );
   const options = collectorOptionsFromFlags(flags);
+  Object.assign(options, await evidenceOptionsFromFlags(flags, options.dataDir));
+  options.auditConfig = {
+    host: options.host,
+    port: options.port,
+    rotate_entries: options.rotateEntries,
+    rotate_bytes: options.rotateBytes ?? null,
+    fsync: stringFlag(flags, "fsync"),
+    require_deidentified: guardMode,
+    max_frame_bytes: options.maxFrameBytes,
+    max_batch_bytes: options.maxBatchBytes,
+    max_entry_bytes: options.maxEntryBytes,
+    ...options.auditConfig,
+  };
   if (guardMode !== "off") {
     const policyPath = stringFlag(flags, "policy");
     const policy = policyPath ? await loadPolicy(policyPath) : DEFAULT_POLICY;

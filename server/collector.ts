@@ -6,6 +6,8 @@
  * @module
  */
 import tls from "node:tls";
+import { hostname } from "node:os";
+import { basename } from "node:path";
 import { ALPN_V2 } from "../shared/protocol.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { Connection, type IngestLimits } from "./connection.ts";
@@ -14,6 +16,11 @@ import type { PrivacyGuard } from "./privacy_guard.ts";
 import { QuarantineFile } from "./quarantine_file.ts";
 import { ServerStats } from "./server_stats.ts";
 import { StreamRegistry } from "./stream_registry.ts";
+import { AuditLog } from "./audit_log.ts";
+import type { EncryptionKey } from "./sealed_file.ts";
+import { createSigner, newSigningKeyPem, type NoteSigner } from "./signed_note.ts";
+import { Checkpointer, type PrunedPrefix } from "./store_checkpoint.ts";
+import { type RetentionPolicy, StoreArchiver } from "./store_archiver.ts";
 
 /** Options for {@linkcode startCollector}. */
 export interface CollectorOptions extends IngestLimits {
@@ -41,9 +48,28 @@ export interface CollectorOptions extends IngestLimits {
   onStored?: (lines: Uint8Array) => void;
   /** Diagnostics sink. Default: stderr. */
   log?: (message: string) => void;
-  /** Clock for statistics. */
+  /** Clock for statistics, the audit log and checkpoints. */
   now?: () => number;
+  /** Signs checkpoints. Default: a key made for this run only (tests); `serve` loads --signing-key. */
+  signer?: NoteSigner;
+  /** The checkpoints' origin line. Default: tlslog/<hostname>. */
+  origin?: string;
+  /** A checkpoint at least this often while entries arrive. Default 10 s. */
+  checkpointIntervalMs?: number;
+  /** Second directory every checkpoint is written to. */
+  checkpointCopyDir?: string;
+  /** Gzip data files once closed. Default true. */
+  compressRotated?: boolean;
+  /** Encrypt data files at rest. */
+  encryptKey?: EncryptionKey;
+  /** Delete the oldest files past these limits. */
+  retention?: RetentionPolicy;
+  /** Configuration recorded in the audit log's start event (no secrets). */
+  auditConfig?: Record<string, unknown>;
 }
+
+/** How often retention by age is checked besides at each rotation. */
+const RETENTION_CHECK_MS = 60_000;
 
 /** A running collector. */
 export interface Collector {
@@ -53,6 +79,12 @@ export interface Collector {
   readonly port: number;
   /** Current statistics. */
   stats(): StatsSnapshot;
+  /** The checkpoint key's verifier key (C2SP vkey text). */
+  readonly verifierKey: string;
+  /** Records an event in the audit log. */
+  audit(event: string, fields?: Record<string, unknown>): void;
+  /** Signs a checkpoint of everything committed so far; resolves once written. */
+  checkpoint(reason: string): Promise<void>;
   /** Stops accepting, answers frames already received, closes files. */
   close(): Promise<void>;
 }
@@ -68,29 +100,129 @@ const CLOSE_GRACE_MS = 5000;
 /** Starts a collector; resolves once it listens. */
 export async function startCollector(options: CollectorOptions): Promise<Collector> {
   const log = options.log ?? ((m: string) => console.error(m));
+  const now = options.now ?? Date.now;
   const stats = new ServerStats(options.now);
-  const store = await RotatingStore.open({
+  const fsyncOff = options.fsync?.kind === "off";
+  const audit = await AuditLog.open(options.dataDir, { now, log });
+  const signer = options.signer ?? createSigner(newSigningKeyPem(), "tlslog-checkpoint");
+  const checkpointer = await Checkpointer.open({
     dir: options.dataDir,
-    rotateEntries: options.rotateEntries,
-    rotateBytes: options.rotateBytes,
-    fsync: options.fsync,
-    onFileCreated: () => stats.filesWritten++,
-    onSync: () => stats.fsyncs++,
+    copyDir: options.checkpointCopyDir,
+    signer,
+    origin: options.origin ?? `tlslog/${hostname()}`,
+    sync: !fsyncOff,
+    now,
     log,
   });
+  audit.record("start", { ...options.auditConfig, checkpoint_key: signer.verifierKey });
+  // Set once the store is open; the archiver and checkpoints only run after that.
+  let store: RotatingStore | null = null;
+  let auditAfterCheckpoint = -1;
+  const writeCheckpoint = async (reason: string, pruned?: PrunedPrefix) => {
+    if (!store) return;
+    await audit.flush(!fsyncOff);
+    const c = await checkpointer.write(store.chain, store.currentIndex, audit.head, pruned);
+    audit.record("checkpoint", { reason, size: c.size, ...(pruned ? { pruned_through: pruned.seq } : {}) });
+    auditAfterCheckpoint = audit.head.size;
+  };
+  // Rotation checkpoints coalesce: one runs, at most one more waits.
+  let running: Promise<void> | null = null;
+  let again = false;
+  const checkpointSoon = (reason: string): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await writeCheckpoint(reason);
+        } while (again);
+      } catch (err) {
+        log(`checkpoint failed: ${(err as Error).message}`);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  };
+  const archiver = new StoreArchiver({
+    dir: options.dataDir,
+    compress: options.compressRotated ?? true,
+    encryptKey: options.encryptKey,
+    retention: options.retention ?? {},
+    now,
+    log,
+    beforeDelete: async (pruned) => {
+      while (running) await running;
+      await writeCheckpoint("retention", pruned);
+    },
+    onDeleted: (info) => audit.record("retention_delete", { ...info }),
+  });
+  try {
+    store = await RotatingStore.open({
+      dir: options.dataDir,
+      rotateEntries: options.rotateEntries,
+      rotateBytes: options.rotateBytes,
+      fsync: options.fsync,
+      encryptKey: options.encryptKey,
+      onFileCreated: (path) => {
+        stats.filesWritten++;
+        audit.record("rotation", { file: basename(path) });
+      },
+      onFileClosed: (index) => {
+        archiver.closed(index, store!.currentIndex);
+        checkpointSoon("rotation");
+      },
+      onSync: () => stats.fsyncs++,
+      log: (m) => {
+        log(m);
+        audit.record("recovery", { message: m });
+      },
+    });
+  } catch (err) {
+    await archiver.close();
+    await checkpointer.close();
+    await audit.close();
+    throw err;
+  }
+  const openStore = store;
+  await writeCheckpoint("start");
+  archiver.sweep(openStore.currentIndex + 1);
+  const checkpointTimer = setInterval(() => {
+    if (openStore.chain.seq !== checkpointer.last?.size || audit.head.size !== auditAfterCheckpoint) {
+      checkpointSoon("interval");
+    }
+  }, options.checkpointIntervalMs ?? 10_000);
+  const retentionTimer = setInterval(() => archiver.enforce(openStore.currentIndex), RETENTION_CHECK_MS);
   const streams = new StreamRegistry(store.recoveredStreams);
   const connections = new Set<Connection>();
   const quarantine = options.guard ? new QuarantineFile(options.dataDir) : undefined;
   const context = {
-    store,
+    store: openStore,
     stats,
     streams,
     limits: options,
     onStored: options.onStored,
     log,
+    audit: (event: string, fields: Record<string, unknown>) => audit.record(event, fields),
     guard: options.guard,
     quarantine,
   };
+
+  /** Closes the store, then signs a last checkpoint over everything, then closes the logs. */
+  async function stopEvidence(): Promise<void> {
+    clearInterval(checkpointTimer);
+    clearInterval(retentionTimer);
+    await openStore.close();
+    await archiver.close();
+    while (running) await running;
+    audit.record("stop", { entries: openStore.chain.seq });
+    await writeCheckpoint("stop").catch((err) => log(`checkpoint failed: ${(err as Error).message}`));
+    await checkpointer.close();
+    await audit.close();
+  }
 
   let server: tls.Server;
   try {
@@ -100,16 +232,27 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       minVersion: options.minTlsVersion ?? "TLSv1.2",
       ALPNProtocols: [ALPN_V2],
     }, (socket) => {
+      audit.record("connection", {
+        peer: `${socket.remoteAddress}:${socket.remotePort}`,
+        tls: socket.getProtocol(),
+        protocol: socket.alpnProtocol || "v1",
+      });
       const connection = new Connection(socket, context);
       connections.add(connection);
       connection.closed.then(() => connections.delete(connection));
     });
   } catch (err) {
-    await store.close();
+    await stopEvidence();
     throw new ListenError(`cannot use the server certificate and key: ${(err as Error).message}`);
   }
-  server.on("tlsClientError", (err: Error) => {
+  server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
     stats.recordFrameRejected("tls_handshake");
+    audit.record("refusal", {
+      peer: `${socket.remoteAddress}:${socket.remotePort}`,
+      what: "connection",
+      reason: "tls_handshake",
+      error: err.message,
+    });
     log(`TLS handshake failed: ${err.message}`);
   });
 
@@ -120,16 +263,20 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     );
     server.listen(options.port, options.host, () => resolve());
   }).catch(async (err) => {
-    await store.close();
+    await stopEvidence();
     throw err;
   });
   const address = server.address() as { address: string; port: number };
+  audit.record("listening", { host: address.address, port: address.port });
 
   let closing: Promise<void> | null = null;
   return {
     hostname: address.address,
     port: address.port,
-    stats: () => stats.snapshot({ current_file: store.currentFile, privacy: options.guard?.stats ?? null }),
+    verifierKey: signer.verifierKey,
+    audit: (event, fields) => audit.record(event, fields),
+    checkpoint: (reason) => writeCheckpoint(reason),
+    stats: () => stats.snapshot({ current_file: openStore.currentFile, privacy: options.guard?.stats ?? null }),
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -146,7 +293,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         clearTimeout(timer);
         await Promise.all([...connections].map((c) => c.closed));
         await stopped;
-        await store.close();
+        await stopEvidence();
         await quarantine?.close();
       })();
       return closing;

@@ -8,12 +8,15 @@
  * a SIGKILL too.
  *
  * Format: one JSON object per line,
- * `{"file":7,"offset":12345,"streams":{"<stream id>":42}}`. A torn last line
- * (a crash mid-write) is ignored; damage before it is an error.
+ * `{"file":7,"offset":12345,"streams":{"<stream id>":42},"seq":1234,"head":"<hex>"}`
+ * where `seq` and `head` are the entry hash chain's state at that position
+ * (see entry_chain.ts). A torn last line (a crash mid-write) is ignored;
+ * damage before it is an error.
  *
  * @module
  */
 import { join } from "node:path";
+import { type ChainState, fromHex, toHex } from "./entry_chain.ts";
 
 /** Name of the commit log inside the data directory. */
 export const COMMIT_LOG_NAME = "tlslog-commits.log";
@@ -32,6 +35,8 @@ export interface CommitState {
   position: CommitPosition | null;
   /** Highest stored batch sequence per stream. */
   streams: Map<string, number>;
+  /** The hash chain at the committed position; null in logs written before the chain. */
+  chain: ChainState | null;
 }
 
 /** Raised when the commit log is damaged somewhere other than its last line. */
@@ -50,14 +55,14 @@ const encoder = new TextEncoder();
  * @throws {CommitLogCorruptError} for a bad line that is not the last
  */
 export function replayCommitLog(text: string): { state: CommitState; validBytes: number } {
-  const state: CommitState = { position: null, streams: new Map() };
+  const state: CommitState = { position: null, streams: new Map(), chain: null };
   let validBytes = 0;
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
     const terminated = i < lines.length - 1;
     if (line === "" && !terminated) break;
-    let record: { file?: unknown; offset?: unknown; streams?: unknown };
+    let record: { file?: unknown; offset?: unknown; streams?: unknown; seq?: unknown; head?: unknown };
     try {
       record = JSON.parse(line);
       if (
@@ -71,6 +76,8 @@ export function replayCommitLog(text: string): { state: CommitState; validBytes:
       throw new CommitLogCorruptError(`${COMMIT_LOG_NAME} line ${i + 1} is damaged: ${(err as Error).message}`);
     }
     state.position = { file: record.file as number, offset: record.offset as number };
+    const head = typeof record.head === "string" ? fromHex(record.head) : null;
+    if (Number.isSafeInteger(record.seq) && head) state.chain = { seq: record.seq as number, head };
     for (const [stream, seq] of Object.entries(record.streams as Record<string, number>)) {
       if (seq > (state.streams.get(stream) ?? 0)) state.streams.set(stream, seq);
     }
@@ -114,10 +121,15 @@ export class CommitLog {
   }
 
   /** Appends a record; `sync` makes it durable before returning. */
-  async commit(position: CommitPosition, streams: Map<string, number>, sync: boolean): Promise<void> {
+  async commit(
+    position: CommitPosition,
+    streams: Map<string, number>,
+    sync: boolean,
+    chain: ChainState,
+  ): Promise<void> {
     for (const [s, seq] of streams) this.#streams.set(s, seq);
-    if (this.#size > COMPACT_BYTES) return this.#compact(position);
-    const line = encoder.encode(JSON.stringify({ ...position, streams: Object.fromEntries(streams) }) + "\n");
+    if (this.#size > COMPACT_BYTES) return this.#compact(position, chain);
+    const line = encodeRecord(position, streams, chain);
     await writeAll(this.#file, line);
     this.#size += line.length;
     if (sync) await this.#file.syncData();
@@ -129,9 +141,9 @@ export class CommitLog {
   }
 
   /** Rewrites the log as one record holding every stream, atomically (write, sync, rename, sync dir). */
-  async #compact(position: CommitPosition): Promise<void> {
+  async #compact(position: CommitPosition, chain: ChainState): Promise<void> {
     const tmp = this.#path + ".tmp";
-    const line = encoder.encode(JSON.stringify({ ...position, streams: Object.fromEntries(this.#streams) }) + "\n");
+    const line = encodeRecord(position, this.#streams, chain);
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     await writeAll(file, line);
     await file.sync();
@@ -146,6 +158,11 @@ export class CommitLog {
   close(): void {
     this.#file.close();
   }
+}
+
+function encodeRecord(position: CommitPosition, streams: Map<string, number>, chain: ChainState): Uint8Array {
+  const record = { ...position, streams: Object.fromEntries(streams), seq: chain.seq, head: toHex(chain.head) };
+  return encoder.encode(JSON.stringify(record) + "\n");
 }
 
 /** Writes all of `data`. */

@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { COMMIT_LOG_NAME, CommitLog, CommitLogCorruptError, type CommitState, replayCommitLog } from "./commit_log.ts";
 import { dataFileName, listDataFiles, RotatingStore } from "./rotating_store.ts";
+import { genesisState } from "./entry_chain.ts";
 
 const enc = new TextEncoder();
 const lines = (from: number, n: number) =>
   enc.encode(Array.from({ length: n }, (_, i) => JSON.stringify({ id: from + i }) + "\n").join(""));
-const record = (file: number, offset: number, streams: Record<string, number>) =>
-  JSON.stringify({ file, offset, streams }) + "\n";
+const record = (file: number, offset: number, streams: Record<string, number>, chained = false) =>
+  JSON.stringify({ file, offset, streams, ...(chained ? { seq: 0, head: "0".repeat(64) } : {}) }) + "\n";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tlslog-commit-" });
@@ -29,19 +30,26 @@ async function storedIds(dir: string): Promise<number[][]> {
 }
 
 Deno.test("replayCommitLog() of empty text: nothing committed", () => {
-  assert.deepStrictEqual(replayCommitLog(""), { state: { position: null, streams: new Map() }, validBytes: 0 });
+  assert.deepStrictEqual(replayCommitLog(""), {
+    state: { position: null, streams: new Map(), chain: null },
+    validBytes: 0,
+  });
 });
 
 Deno.test("replayCommitLog() takes the last record's position and folds each stream to its highest seq", () => {
   const text = record(1, 10, { a: 1, b: 5 }) + record(1, 20, { a: 3 }) + record(2, 7, { b: 4, c: 1 });
-  const expected: CommitState = { position: { file: 2, offset: 7 }, streams: new Map([["a", 3], ["b", 5], ["c", 1]]) };
+  const expected: CommitState = {
+    position: { file: 2, offset: 7 },
+    streams: new Map([["a", 3], ["b", 5], ["c", 1]]),
+    chain: null,
+  };
   assert.deepStrictEqual(replayCommitLog(text), { state: expected, validBytes: text.length });
 });
 
 Deno.test("replayCommitLog() ignores a torn last line, even one that parses, and counts bytes, not characters", () => {
   const good = record(1, 10, { "ström-ü": 2 }) + record(1, 30, { b: 1 });
   const expected = {
-    state: { position: { file: 1, offset: 30 }, streams: new Map([["ström-ü", 2], ["b", 1]]) },
+    state: { position: { file: 1, offset: 30 }, streams: new Map([["ström-ü", 2], ["b", 1]]), chain: null },
     validBytes: enc.encode(good).length,
   };
   assert.deepStrictEqual(replayCommitLog(good + '{"file":1,"offset":4'), expected);
@@ -79,12 +87,12 @@ Deno.test("CommitLog.open() cuts a torn last line so that the next record starts
     await Deno.writeTextFile(path, record(1, 10, { a: 1 }) + record(1, 99, { a: 2, b: 1, c: 1 }).slice(0, -2));
     const { log, state, existed } = await CommitLog.open(dir);
     assert.deepStrictEqual({ state, existed }, {
-      state: { position: { file: 1, offset: 10 }, streams: new Map([["a", 1]]) },
+      state: { position: { file: 1, offset: 10 }, streams: new Map([["a", 1]]), chain: null },
       existed: true,
     });
-    await log.commit({ file: 1, offset: 20 }, new Map([["a", 2]]), true);
+    await log.commit({ file: 1, offset: 20 }, new Map([["a", 2]]), true, genesisState());
     log.close();
-    assert.equal(await Deno.readTextFile(path), record(1, 10, { a: 1 }) + record(1, 20, { a: 2 }));
+    assert.equal(await Deno.readTextFile(path), record(1, 10, { a: 1 }) + record(1, 20, { a: 2 }, true));
   });
 });
 
@@ -106,10 +114,13 @@ Deno.test("CommitLog.commit() compacts the log past 4 MiB into one record that k
         expected.set(name, commits + 1);
       }
       sizeBefore = sizeAfter;
-      await log.commit({ file: 1, offset: commits }, streams, false);
+      await log.commit({ file: 1, offset: commits }, streams, false, genesisState());
       sizeAfter = (await Deno.stat(path)).size;
     }
-    await log.commit({ file: 2, offset: 5 }, new Map([["late", 1]]), true);
+    await log.commit({ file: 2, offset: 5 }, new Map([["late", 1]]), true, {
+      seq: 7,
+      head: new Uint8Array(32).fill(7),
+    });
     expected.set("late", 1);
     log.close();
 
@@ -117,7 +128,11 @@ Deno.test("CommitLog.commit() compacts the log past 4 MiB into one record that k
     const text = await Deno.readTextFile(path);
     assert.equal(text.split("\n").length, 3, "one compacted record, then one more");
     assert.deepStrictEqual(replayCommitLog(text), {
-      state: { position: { file: 2, offset: 5 }, streams: expected },
+      state: {
+        position: { file: 2, offset: 5 },
+        streams: expected,
+        chain: { seq: 7, head: new Uint8Array(32).fill(7) },
+      },
       validBytes: enc.encode(text).length,
     });
     assert.deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name), [COMMIT_LOG_NAME]);

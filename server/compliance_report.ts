@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { checkDeidentified } from "../shared/deidentify.ts";
 import type { Detector } from "../shared/pii_detectors.ts";
-import { listDataFiles } from "./rotating_store.ts";
+import { listDataFiles, readStoreText } from "./store_files.ts";
 
 /** The report. */
 export interface ComplianceReport extends DeidentificationMarks {
@@ -75,7 +75,7 @@ export async function buildComplianceReport(
   };
   for (const name of await listDataFiles(dataDir)) {
     report.data_files++;
-    const lines = (await Deno.readTextFile(join(dataDir, name))).split("\n");
+    const lines = (await readStoreText(dataDir, name)).split("\n");
     for (let i = 0; i < lines.length; i++) {
       if (lines[i] === "") continue;
       let entry: unknown;

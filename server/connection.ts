@@ -51,6 +51,8 @@ export interface ConnectionContext {
   onStored?: (lines: Uint8Array) => void;
   /** Diagnostics. */
   log: (message: string) => void;
+  /** The audit trail: receives every refusal, with the peer. */
+  audit?: (event: string, fields: Record<string, unknown>) => void;
 }
 
 /** Most answers a connection may owe before it stops reading (backpressure). */
@@ -91,7 +93,7 @@ export class Connection {
     this.closed = new Promise((resolve) => {
       socket.on("close", () => {
         ctx.stats.connectionsActive--;
-        if (!this.#decoder.idle) ctx.stats.recordFrameRejected("truncated_frame");
+        if (!this.#decoder.idle) this.#refused("frame", "truncated_frame");
         this.#answers.then(resolve, resolve);
       });
     });
@@ -176,8 +178,15 @@ export class Connection {
     });
   }
 
+  /** Counts a refusal and records it in the audit trail. */
+  #refused(what: "frame" | "entry", reason: string, count = 1): void {
+    if (what === "frame") this.#ctx.stats.recordFrameRejected(reason);
+    else for (let i = 0; i < count; i++) this.#ctx.stats.recordEntryRejected(reason);
+    this.#ctx.audit?.("refusal", { peer: this.peer, what, reason, ...(count > 1 ? { count } : {}) });
+  }
+
   #reject(code: string, error: string, seq: number | null): void {
-    this.#ctx.stats.recordFrameRejected(code);
+    this.#refused("frame", code);
     this.#answer(this.#v2 ? encodeNack({ seq, code, error }) : encodeV1Error(error));
   }
 
@@ -214,7 +223,7 @@ export class Connection {
       const verdict = guard.check(text, entry);
       if (verdict.action === "reject") return this.#reject("not_deidentified", verdict.error, null);
       if (verdict.action === "quarantine") {
-        this.#ctx.stats.recordFrameRejected("quarantined");
+        this.#refused("frame", "quarantined");
         const error = `${verdict.error}; set aside in quarantine`;
         return this.#answer(this.#ctx.quarantine!.append([verdict.line]).then(() => encodeV1Error(error)));
       }
@@ -294,7 +303,9 @@ export class Connection {
     this.#ctx.stats.entriesReceived += count;
     let quarantined: Promise<void> = Promise.resolve();
     if (this.#ctx.guard) quarantined = this.#guardBatch(batch);
-    for (const r of batch.rejected) this.#ctx.stats.recordEntryRejected(r.code);
+    const reasons = new Map<string, number>();
+    for (const r of batch.rejected) reasons.set(r.code, (reasons.get(r.code) ?? 0) + 1);
+    for (const [reason, n] of reasons) this.#refused("entry", reason, n);
     stream.claimedSeq = seq;
     const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
     const stored = Promise.all([this.#store(batch.data, batch.count, { stream: this.#streamId, seq }), quarantined])

@@ -1,19 +1,44 @@
 /**
  * Append-only storage of entries as JSON lines in rotating files
  * `tlslog-00000001.jsonl`, `tlslog-00000002.jsonl`, ... whose names sort in
- * write order, across restarts too.
+ * write order, across restarts too (store_files.ts lists every form a file
+ * takes: compressed, encrypted).
  *
  * Group commit: appends from every connection queue up while the previous
  * group is being written; the next group writes them all, syncs once (in
- * `fsync: "batch"` mode), records the commit (data position and stream
- * progress, see commit_log.ts) and only then settles their promises. So one
- * fsync covers every batch that arrived meanwhile, and an acknowledged batch
- * is on stable storage together with the record that it was stored.
+ * `fsync: "batch"` mode), records the commit (data position, stream progress
+ * and hash-chain head, see commit_log.ts) and only then settles their
+ * promises. So one fsync covers every batch that arrived meanwhile, and an
+ * acknowledged batch is on stable storage together with the record that it
+ * was stored.
+ *
+ * Every entry is linked into the hash chain (entry_chain.ts) as it is
+ * written; each data file has a chain file beside it. With an encryption key
+ * each write is one AES-256-GCM record (sealed_file.ts).
  *
  * @module
  */
 import { join } from "node:path";
 import { CommitLog, type CommitPosition, syncDir, writeAll } from "./commit_log.ts";
+import {
+  chainFileName,
+  ChainFormatError,
+  chainLines,
+  type ChainState,
+  formatChainHeader,
+  genesisState,
+  parseChainFile,
+  sameHash,
+} from "./entry_chain.ts";
+import { type EncryptionKey, SealedWriter } from "./sealed_file.ts";
+import {
+  dataFileName,
+  isCompressedName,
+  listStoreFiles,
+  readStoreFile,
+  readStoreText,
+  type StoreFileSet,
+} from "./store_files.ts";
 
 /** When data reaches stable storage before an ack. */
 export type FsyncMode =
@@ -35,39 +60,25 @@ export interface RotatingStoreOptions {
    * `off`: leave flushing to the OS.
    */
   fsync?: FsyncMode;
+  /** Encrypt data files with this key (AES-256-GCM). */
+  encryptKey?: EncryptionKey;
   /** Called with the path of each file created. */
   onFileCreated?: (path: string) => void;
+  /** Called with the number of each data file once it is closed and wholly committed. */
+  onFileClosed?: (index: number) => void;
   /** Called after each fsync of a data file. */
   onSync?: () => void;
   /** Recovery notices. */
   log?: (message: string) => void;
 }
 
-/** Raised when the store is used after close or the options are invalid. */
+/** Raised when the store is used after close, the options are invalid, or it cannot be recovered. */
 export class StoreError extends Error {
   override name = "StoreError";
 }
 
-const FILE_PATTERN = /^tlslog-(\d{8,})\.jsonl$/;
 const NEWLINE = 0x0a;
-
-/** Name of data file number `index`. */
-export function dataFileName(index: number): string {
-  return `tlslog-${String(index).padStart(8, "0")}.jsonl`;
-}
-
-/** Data files of `dir` in write order. */
-export async function listDataFiles(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && FILE_PATTERN.test(e.name)) names.push(e.name);
-  }
-  return names.sort((a, b) => fileIndex(a) - fileIndex(b));
-}
-
-function fileIndex(name: string): number {
-  return Number(FILE_PATTERN.exec(name)?.[1] ?? 0);
-}
+export { dataFileName, listDataFiles } from "./store_files.ts";
 
 /**
  * Offset just past the `n`-th newline of `data` (n >= 1), or -1 when `data`
@@ -96,6 +107,19 @@ interface PendingAppend {
   reject: (err: unknown) => void;
 }
 
+/** The data file being written and its chain file. */
+interface OpenFile {
+  index: number;
+  name: string;
+  data: Deno.FsFile;
+  chain: Deno.FsFile;
+  sealer: SealedWriter | null;
+  entries: number;
+  /** Plain bytes of entries (what --rotate-bytes counts). */
+  plainBytes: number;
+  /** Bytes in the file (what a commit position counts). */
+  rawBytes: number;
+}
 /** The rotating JSON-lines store. */
 export class RotatingStore {
   readonly #options: RotatingStoreOptions;
@@ -103,11 +127,9 @@ export class RotatingStore {
   readonly #commits: CommitLog;
   readonly #streams: ReadonlyMap<string, number>;
   #nextIndex: number;
-  #fileIndex = 0;
-  #file: Deno.FsFile | null = null;
-  #fileName: string | null = null;
-  #entriesInFile = 0;
-  #bytesInFile = 0;
+  #file: OpenFile | null = null;
+  /** Files closed since the last commit: handed to onFileClosed once a commit covers them. */
+  #closedPending: number[] = [];
   #queue: PendingAppend[] = [];
   #flushing: Promise<void> | null = null;
   #closed = false;
@@ -115,6 +137,10 @@ export class RotatingStore {
   #dirty = false;
   /** Where committed data ends: the position a commit names before this run opens a file. */
   #committed: CommitPosition;
+  /** The chain over everything written. */
+  #chain: ChainState;
+  /** The chain over everything committed. */
+  #committedChain: ChainState;
   /** Set when a write failed: what is in the file no longer matches what is counted. */
   #failed: Error | null = null;
   #lastSyncMs = Date.now();
@@ -125,6 +151,7 @@ export class RotatingStore {
     commits: CommitLog,
     streams: Map<string, number>,
     committed: CommitPosition,
+    chain: ChainState,
   ) {
     this.#options = options;
     this.#committed = committed;
@@ -132,6 +159,8 @@ export class RotatingStore {
     this.#nextIndex = nextIndex;
     this.#commits = commits;
     this.#streams = streams;
+    this.#chain = chain;
+    this.#committedChain = chain;
     if (this.#fsync.kind === "interval") {
       this.#timer = setInterval(() => this.#syncInBackground(), this.#fsync.ms);
     }
@@ -140,8 +169,11 @@ export class RotatingStore {
   /**
    * Opens the store in `options.dir`. Data past the last commit record was
    * never acknowledged: it is cut off (and files begun after it removed), so
-   * what the senders resend is stored exactly once. Writing continues in a
-   * new file after the highest one present.
+   * what the senders resend is stored exactly once. The chain file of the
+   * last file is brought level with its data. Writing continues in a new file
+   * after the highest one present.
+   *
+   * @throws {StoreError} when the last file's chain file disagrees with its data (altered while stopped)
    */
   static async open(options: RotatingStoreOptions): Promise<RotatingStore> {
     if (!Number.isInteger(options.rotateEntries) || options.rotateEntries < 1) {
@@ -150,28 +182,47 @@ export class RotatingStore {
     if (options.rotateBytes !== undefined && (!Number.isInteger(options.rotateBytes) || options.rotateBytes < 1)) {
       throw new StoreError(`rotate-bytes must be a positive integer, got ${options.rotateBytes}`);
     }
+    const log = options.log ?? (() => {});
+    const keys = options.encryptKey ? [options.encryptKey] : [];
     // Stored logs are sensitive: owner-only unless the directory already exists with other modes.
     await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
     const { log: commits, state, existed } = await CommitLog.open(options.dir);
-    let names = await listDataFiles(options.dir);
+    let sets = await listStoreFiles(options.dir);
     let committed = state.position;
-    if (!existed && names.length > 0) {
-      // Files from before the commit log: adopt them whole as committed.
-      const last = names.at(-1)!;
-      committed = { file: fileIndex(last), offset: (await Deno.stat(join(options.dir, last))).size };
-      await commits.commit(committed, new Map(), true);
-      options.log?.(`adopted ${names.length} data files written before the commit log`);
+    let chain = state.chain;
+    if ((!existed || (committed !== null && chain === null)) && sets.some((s) => s.data)) {
+      // Files from before the commit log or the chain: adopt them whole and chain them.
+      const last = sets.filter((s) => s.data).at(-1)!;
+      if (!existed) {
+        const raw = (await Deno.stat(join(options.dir, last.data!))).size;
+        committed = { file: last.index, offset: raw };
+        log(`adopted ${sets.length} data files written before the commit log`);
+      }
+      chain = await chainUnchained(options.dir, sets, keys, log);
+      await commits.commit(committed!, new Map(), true, chain);
     } else {
-      await cutUncommitted(options.dir, names, committed, options.log ?? (() => {}));
-      names = await listDataFiles(options.dir);
+      await cutUncommitted(options.dir, sets, committed, log);
+      sets = await listStoreFiles(options.dir);
+      const last = sets.at(-1);
+      if (last?.data && last.index === committed?.file && !isCompressedName(last.data)) {
+        const level = await levelChainFile(options.dir, last, keys);
+        if (chain && (level.seq !== chain.seq || !sameHash(level.head, chain.head))) {
+          log(
+            `recovery: ${last.data} ends at entry ${level.seq}, the commit log at ${chain.seq}: ` +
+              `data acknowledged without fsync was lost; the chain continues from what is stored`,
+          );
+        }
+        chain = level;
+      }
     }
-    const last = names.at(-1);
+    const last = sets.at(-1);
     return new RotatingStore(
       options,
-      last ? fileIndex(last) + 1 : 1,
+      last ? last.index + 1 : 1,
       commits,
       state.streams,
       committed ?? { file: 0, offset: 0 },
+      chain ?? genesisState(),
     );
   }
 
@@ -182,7 +233,17 @@ export class RotatingStore {
 
   /** Name of the file being written, or null before the first entry. */
   get currentFile(): string | null {
-    return this.#fileName;
+    return this.#file?.name ?? null;
+  }
+
+  /** Number of the data file being written, or the last one committed before it. */
+  get currentIndex(): number {
+    return this.#file?.index ?? this.#committed.file;
+  }
+
+  /** The hash chain over every committed entry (what a checkpoint signs). */
+  get chain(): ChainState {
+    return this.#committedChain;
   }
 
   /**
@@ -212,24 +273,29 @@ export class RotatingStore {
       this.#queue = [];
       try {
         const streams = new Map<string, number>();
-        let wrote = false;
+        const parts: Uint8Array[] = [];
+        let count = 0;
         for (const item of group) {
           if (item.count > 0) {
-            await this.#write(item.data, item.count);
-            wrote = true;
+            parts.push(item.data);
+            count += item.count;
           }
           if (item.progress) streams.set(item.progress.stream, item.progress.seq);
         }
-        if (wrote || streams.size > 0) {
+        // One write (one encrypted record) per group and file.
+        if (count > 0) await this.#write(parts.length === 1 ? parts[0]! : concat(parts), count);
+        if (count > 0 || streams.size > 0) {
           const batch = this.#fsync.kind === "batch";
-          if (batch && this.#file && wrote) {
-            await this.#file.syncData();
+          if (batch && this.#file && count > 0) {
+            await this.#file.data.syncData();
             this.#options.onSync?.();
           }
           const position = this.#position();
-          await this.#commits.commit(position, streams, batch);
+          await this.#commits.commit(position, streams, batch, this.#chain);
           this.#committed = position;
+          this.#committedChain = this.#chain;
           this.#dirty = !batch;
+          for (const index of this.#closedPending.splice(0)) this.#options.onFileClosed?.(index);
           // Under steady load the interval timer never finds the store idle: sync here when due.
           const fsync = this.#fsync;
           if (fsync.kind === "interval" && Date.now() - this.#lastSyncMs >= fsync.ms) await this.#syncNow();
@@ -247,7 +313,7 @@ export class RotatingStore {
   }
 
   #position(): CommitPosition {
-    return this.#file === null ? this.#committed : { file: this.#fileIndex, offset: this.#bytesInFile };
+    return this.#file === null ? this.#committed : { file: this.#file.index, offset: this.#file.rawBytes };
   }
 
   async #write(data: Uint8Array, count: number): Promise<void> {
@@ -255,46 +321,81 @@ export class RotatingStore {
     let left = count;
     const maxBytes = this.#options.rotateBytes ?? Infinity;
     while (left > 0) {
-      if (this.#file === null || this.#entriesInFile >= this.#options.rotateEntries || this.#bytesInFile >= maxBytes) {
-        await this.#rotate();
+      let file = this.#file;
+      if (file === null || file.entries >= this.#options.rotateEntries || file.plainBytes >= maxBytes) {
+        file = await this.#rotate();
       }
-      let take = Math.min(this.#options.rotateEntries - this.#entriesInFile, left);
+      let take = Math.min(this.#options.rotateEntries - file.entries, left);
       let end = take === left ? rest.length : offsetAfterLines(rest, take);
-      if (this.#bytesInFile + end > maxBytes && take > 1) {
+      if (file.plainBytes + end > maxBytes && take > 1) {
         // Fill up to the size limit, at least one entry per file.
-        take = Math.max(1, countLinesWithin(rest, maxBytes - this.#bytesInFile, take));
+        take = Math.max(1, countLinesWithin(rest, maxBytes - file.plainBytes, take));
         end = offsetAfterLines(rest, take);
       }
-      await writeAll(this.#file!, rest.subarray(0, end));
-      this.#entriesInFile += take;
-      this.#bytesInFile += end;
+      const chunk = rest.subarray(0, end);
+      const chained = chainLines(this.#chain, chunk);
+      const bytes = file.sealer ? await file.sealer.seal(chunk) : chunk;
+      await writeAll(file.data, bytes);
+      // The chain file is not synced with each group: recovery rebuilds its tail from the data.
+      await writeAll(file.chain, encoder.encode(chained.records));
+      this.#chain = chained.state;
+      file.entries += take;
+      file.plainBytes += end;
+      file.rawBytes += bytes.length;
       left -= take;
       rest = rest.subarray(end);
     }
   }
 
-  async #rotate(): Promise<void> {
-    if (this.#file) {
-      if (this.#fsync.kind !== "off") await this.#file.syncData();
-      this.#file.close();
+  async #rotate(): Promise<OpenFile> {
+    if (this.#file) await this.#closeFile(this.#file);
+    const index = this.#nextIndex++;
+    const dir = this.#options.dir;
+    const key = this.#options.encryptKey;
+    const name = dataFileName(index, { enc: key !== undefined });
+    // The chain file first: a data file is never without the record of where its chain starts.
+    const chain = await Deno.open(join(dir, chainFileName(index)), { createNew: true, write: true, mode: 0o600 });
+    await writeAll(chain, encoder.encode(formatChainHeader(index, this.#chain)));
+    const path = join(dir, name);
+    const data = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
+    const sealer = key ? await SealedWriter.create(key) : null;
+    if (sealer) await writeAll(data, sealer.header);
+    // The new names must survive a crash as well as the bytes written into them.
+    if (this.#fsync.kind === "batch") {
+      await chain.syncData();
+      await data.syncData();
+      await syncDir(dir);
     }
-    this.#fileIndex = this.#nextIndex++;
-    const name = dataFileName(this.#fileIndex);
-    const path = join(this.#options.dir, name);
-    this.#file = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
-    // The new name must survive a crash as well as the bytes written into it.
-    if (this.#fsync.kind === "batch") await syncDir(this.#options.dir);
-    this.#fileName = name;
-    this.#entriesInFile = 0;
-    this.#bytesInFile = 0;
+    this.#file = {
+      index,
+      name,
+      data,
+      chain,
+      sealer,
+      entries: 0,
+      plainBytes: 0,
+      rawBytes: sealer?.header.length ?? 0,
+    };
     this.#options.onFileCreated?.(path);
+    return this.#file;
+  }
+
+  async #closeFile(file: OpenFile): Promise<void> {
+    if (this.#fsync.kind !== "off") {
+      await file.data.syncData();
+      await file.chain.syncData();
+    }
+    file.data.close();
+    file.chain.close();
+    this.#file = null;
+    this.#closedPending.push(file.index);
   }
 
   /** Syncs data before the commit record that describes it. */
   async #syncNow(): Promise<void> {
     this.#dirty = false;
     this.#lastSyncMs = Date.now();
-    await this.#file?.syncData();
+    await this.#file?.data.syncData();
     await this.#commits.sync();
     this.#options.onSync?.();
   }
@@ -318,12 +419,29 @@ export class RotatingStore {
     this.#closed = true;
     clearInterval(this.#timer);
     while (this.#flushing) await this.#flushing;
-    if (this.#file && this.#fsync.kind !== "off") await this.#file.syncData();
+    const file = this.#file;
+    if (file && this.#fsync.kind !== "off") {
+      await file.data.syncData();
+      await file.chain.syncData();
+    }
     if (this.#fsync.kind !== "off") await this.#commits.sync();
-    this.#file?.close();
+    file?.data.close();
+    file?.chain.close();
     this.#file = null;
     this.#commits.close();
   }
+}
+
+const encoder = new TextEncoder();
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /** How many of the first `max` lines of `data` fit within `bytes`. */
@@ -342,18 +460,22 @@ function countLinesWithin(data: Uint8Array, bytes: number, max: number): number 
 /** Removes what was written after the last commit: it was never acknowledged. */
 async function cutUncommitted(
   dir: string,
-  names: string[],
+  sets: StoreFileSet[],
   position: CommitPosition | null,
   log: (message: string) => void,
 ): Promise<void> {
-  for (const name of names) {
-    const index = fileIndex(name);
-    const path = join(dir, name);
-    if (position === null || index > position.file) {
-      const { size } = await Deno.stat(path);
-      await Deno.remove(path);
-      log(`recovery: removed ${name} (${size} bytes written after the last commit; senders resend it)`);
-    } else if (index === position.file) {
+  for (const set of sets) {
+    const names = [set.data, set.chain, ...set.leftovers].filter((n): n is string => n !== null);
+    if (position === null || set.index > position.file) {
+      for (const name of names) {
+        const { size } = await Deno.stat(join(dir, name));
+        await Deno.remove(join(dir, name));
+        if (name === set.data) {
+          log(`recovery: removed ${name} (${size} bytes written after the last commit; senders resend it)`);
+        }
+      }
+    } else if (set.index === position.file && set.data && !isCompressedName(set.data)) {
+      const path = join(dir, set.data);
       const { size } = await Deno.stat(path);
       if (size > position.offset) {
         const file = await Deno.open(path, { write: true });
@@ -363,9 +485,96 @@ async function cutUncommitted(
         } finally {
           file.close();
         }
-        log(`recovery: cut ${size - position.offset} uncommitted bytes from the end of ${name}; senders resend them`);
+        log(
+          `recovery: cut ${size - position.offset} uncommitted bytes from the end of ${set.data}; senders resend them`,
+        );
       }
     }
   }
   await syncDir(dir);
+}
+
+/** Lines of plain data. */
+function splitLines(data: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let start = 0;
+  while (start < data.length) {
+    let end = data.indexOf(NEWLINE, start);
+    if (end === -1) end = data.length;
+    out.push(data.subarray(start, end + 1));
+    start = end + 1;
+  }
+  return out;
+}
+
+/**
+ * Brings the chain file of the last (uncompressed) data file level with its
+ * data after a crash: the chain file is not synced with every commit, so its
+ * tail may be missing, or may describe data that was cut. Records that exist
+ * must match the data.
+ */
+async function levelChainFile(dir: string, set: StoreFileSet, keys: readonly EncryptionKey[]): Promise<ChainState> {
+  const data = await readStoreFile(dir, set.data!, keys);
+  if (set.chain === null) {
+    throw new StoreError(`${set.data} has no chain file ${chainFileName(set.index)}; run "tlslog verify"`);
+  }
+  let chain;
+  try {
+    chain = parseChainFile(await readStoreText(dir, set.chain), set.chain);
+  } catch (err) {
+    if (err instanceof ChainFormatError) throw new StoreError(`${err.message}; run "tlslog verify"`);
+    throw err;
+  }
+  if (chain.malformed.length > 0) {
+    throw new StoreError(`${set.chain} line ${chain.malformed[0]} is not a chain record; run "tlslog verify"`);
+  }
+  const lines = splitLines(data);
+  let state = chain.prev;
+  for (let i = 0; i < lines.length; i++) {
+    state = chainLines(state, lines[i]!).state;
+    const record = chain.records[i];
+    if (record && (record.seq !== state.seq || !sameHash(record.hash, state.head))) {
+      throw new StoreError(
+        `${set.chain} line ${record.line} does not match line ${i + 1} of ${set.data}: ` +
+          `the store was altered while the collector was stopped; run "tlslog verify"`,
+      );
+    }
+  }
+  if (chain.records.length !== lines.length || chain.torn) {
+    await Deno.writeTextFile(
+      join(dir, set.chain),
+      formatChainHeader(set.index, chain.prev) + chainLines(chain.prev, data).records,
+    );
+  }
+  return state;
+}
+
+/**
+ * Chains data files that have no chain yet (a store from before the chain),
+ * from the start; files that already have chain files keep them.
+ */
+async function chainUnchained(
+  dir: string,
+  sets: StoreFileSet[],
+  keys: readonly EncryptionKey[],
+  log: (message: string) => void,
+): Promise<ChainState> {
+  let state = genesisState();
+  let built = 0;
+  for (const set of sets) {
+    if (!set.data) continue;
+    const data = await readStoreFile(dir, set.data, keys);
+    const chained = chainLines(state, data);
+    if (set.chain === null) {
+      await Deno.writeTextFile(
+        join(dir, chainFileName(set.index)),
+        formatChainHeader(set.index, state) + chained.records,
+        { mode: 0o600 },
+      );
+      built++;
+    }
+    state = chained.state;
+  }
+  if (built > 0) log(`chained ${state.seq} entries in ${built} data files written before the hash chain`);
+  return state;
 }

@@ -38,7 +38,7 @@ Deno.test("RotatingStore.append() starts a new file every rotateEntries entries,
     const files = await contents(dir);
     assert.deepStrictEqual(files.map((f) => f.length), [10, 10, 6]);
     assert.deepStrictEqual(files.flat().map((l) => JSON.parse(l).id), Array.from({ length: 26 }, (_, i) => i));
-    assert.deepStrictEqual(created.map((p) => p.slice(dir.length + 1)), [1, 2, 3].map(dataFileName));
+    assert.deepStrictEqual(created.map((p) => p.slice(dir.length + 1)), [1, 2, 3].map((i) => dataFileName(i)));
     for (const path of created) assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
   });
 });
@@ -103,7 +103,10 @@ Deno.test("RotatingStore adopts data files written before the commit log, across
     await store.close();
     store = await RotatingStore.open({ dir, rotateEntries: 10, log: (m) => notes.push(m) });
     await store.close();
-    assert.deepStrictEqual(notes, ["adopted 1 data files written before the commit log"]);
+    assert.deepStrictEqual(notes, [
+      "adopted 1 data files written before the commit log",
+      "chained 2 entries in 1 data files written before the hash chain",
+    ]);
     assert.deepStrictEqual((await contents(dir)).flat().map((l) => JSON.parse(l).id), [0, 1]);
   });
 });

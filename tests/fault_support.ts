@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { listDataFiles } from "../server/rotating_store.ts";
+import { isCompressedName, listDataFiles, readStoreFile } from "../server/store_files.ts";
 import { ROOT, type RunResult } from "./test_support.ts";
 import { seededRandom } from "../client/healthcare_source.ts";
 
@@ -99,7 +99,10 @@ export async function writeEntries(path: string, count: number, options: WriteEn
   return lines[0]!.length + 1;
 }
 
-/** Total size of the data files in `dataDir` (0 when it does not exist yet). */
+/** Plain sizes of compressed files, which never change once renamed into place. */
+const compressedSizes = new Map<string, number>();
+
+/** Total plain size of the data files in `dataDir` (0 when it does not exist yet). */
 export async function storedBytes(dataDir: string): Promise<number> {
   let total = 0;
   let names: string[];
@@ -111,6 +114,13 @@ export async function storedBytes(dataDir: string): Promise<number> {
   }
   for (const name of names) {
     try {
+      if (isCompressedName(name)) {
+        const key = join(dataDir, name);
+        let size = compressedSizes.get(key);
+        if (size === undefined) compressedSizes.set(key, size = (await readStoreFile(dataDir, name)).length);
+        total += size;
+        continue;
+      }
       total += (await Deno.stat(join(dataDir, name))).size;
     } catch (err) {
       // Recovery may remove a file between the listing and the stat.
@@ -124,7 +134,7 @@ export async function storedBytes(dataDir: string): Promise<number> {
 export async function countStoredLines(dataDir: string): Promise<number> {
   let lines = 0;
   for (const name of await listDataFiles(dataDir)) {
-    const data = await Deno.readFile(join(dataDir, name));
+    const data = await readStoreFile(dataDir, name);
     for (let at = data.indexOf(0x0a); at !== -1; at = data.indexOf(0x0a, at + 1)) lines++;
   }
   return lines;

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { type Collector, type CollectorOptions, startCollector } from "../server/collector.ts";
-import { listDataFiles } from "../server/rotating_store.ts";
+import { listDataFiles, readStoreText } from "../server/store_files.ts";
 
 /** Repository root. */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
@@ -94,7 +94,7 @@ export async function startTestCollector(overrides: Partial<CollectorOptions> = 
 export async function readStored(dataDir: string): Promise<Record<string, unknown>[]> {
   const entries: Record<string, unknown>[] = [];
   for (const name of await listDataFiles(dataDir)) {
-    const text = await Deno.readTextFile(join(dataDir, name));
+    const text = await readStoreText(dataDir, name);
     for (const line of text.split("\n")) if (line) entries.push(JSON.parse(line));
   }
   return entries;
@@ -164,6 +164,7 @@ export async function spawnServe(args: string[], timeoutMs = 20_000): Promise<Se
       join(c.dir, "server.key"),
       ...(args.includes("--port") ? [] : ["--port", "0"]),
       ...(args.includes("--dashboard-port") ? [] : ["--dashboard-port", "0"]),
+      ...(args.includes("--signing-key") ? [] : ["--signing-key", join(c.dir, "checkpoint.key")]),
       ...args,
     ],
     stdin: "null",

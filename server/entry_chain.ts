@@ -1,0 +1,179 @@
+/**
+ * The hash chain over stored entries and its per-file record, the chain file.
+ *
+ * Every stored entry i (counted from 1 across all data files, across
+ * rotations and restarts) is linked to the one before:
+ *
+ *     h_0 = 32 zero bytes
+ *     h_i = SHA-256(h_{i-1} || bytes of entry i)
+ *
+ * where the bytes of an entry are its stored JSON line exactly as it is in
+ * the data file, without the newline (the collector stores what the sender
+ * sent, so the stored line is the canonical form). A signed checkpoint of
+ * (size, head) then pins every entry before it.
+ *
+ * Each data file `tlslog-00000007.jsonl` has a chain file
+ * `tlslog-00000007.chain`: a header line naming the file and the chain state
+ * before its first entry, then one line `<seq> <hex hash>` per entry:
+ *
+ *     {"chain":1,"file":7,"prev_seq":60,"prev":"<64 hex>"}
+ *     61 3b0f…
+ *     62 a91c…
+ *
+ * The chain file lets `tlslog verify` say which line was edited, inserted,
+ * deleted or swapped; it holds hashes only, never entry content, and is not
+ * encrypted.
+ *
+ * @module
+ */
+import { hash } from "node:crypto";
+
+/** The chain's position: entries so far and the hash of the last. */
+export interface ChainState {
+  /** Number of entries chained (the sequence number of the last). */
+  seq: number;
+  /** h_seq; 32 zero bytes when seq is 0. */
+  head: Uint8Array;
+}
+
+/** h_0. */
+export const GENESIS: Uint8Array = new Uint8Array(32);
+
+/** The state of an empty chain. */
+export function genesisState(): ChainState {
+  return { seq: 0, head: GENESIS };
+}
+
+/** Raised for a chain file that cannot be read at all. */
+export class ChainFormatError extends Error {
+  override name = "ChainFormatError";
+}
+
+let scratch = new Uint8Array(4096);
+
+/** h = SHA-256(prev || data[start..end)). */
+export function chainStep(prev: Uint8Array, data: Uint8Array, start = 0, end = data.length): Uint8Array {
+  const total = 32 + end - start;
+  if (scratch.length < total) scratch = new Uint8Array(Math.max(total, scratch.length * 2));
+  scratch.set(prev, 0);
+  scratch.set(data.subarray(start, end), 32);
+  return hash("sha256", scratch.subarray(0, total), "buffer") as unknown as Uint8Array;
+}
+
+/** Lowercase hex of `bytes`. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Bytes of a 64-char hex hash, or null when it is not one. */
+export function fromHex(text: string): Uint8Array | null {
+  if (!/^[0-9a-f]{64}$/.test(text)) return null;
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+/** Whether two hashes are equal. */
+export function sameHash(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const NEWLINE = 0x0a;
+
+/**
+ * Chains the newline-terminated lines of `data` onto `state`. Returns the new
+ * state and the chain-file lines for them.
+ */
+export function chainLines(state: ChainState, data: Uint8Array): { state: ChainState; records: string } {
+  let { seq, head } = state;
+  let records = "";
+  let start = 0;
+  while (start < data.length) {
+    let end = data.indexOf(NEWLINE, start);
+    if (end === -1) end = data.length;
+    head = chainStep(head, data, start, end);
+    seq++;
+    records += `${seq} ${(head as unknown as { toString(enc: string): string }).toString("hex")}\n`;
+    start = end + 1;
+  }
+  return { state: { seq, head }, records };
+}
+
+/** Name of the chain file of data file number `index`. */
+export function chainFileName(index: number): string {
+  return `tlslog-${String(index).padStart(8, "0")}.chain`;
+}
+
+/** The header line of a chain file. */
+export function formatChainHeader(file: number, prev: ChainState): string {
+  return JSON.stringify({ chain: 1, file, prev_seq: prev.seq, prev: toHex(prev.head) }) + "\n";
+}
+
+/** One entry's record in a chain file. */
+export interface ChainRecord {
+  seq: number;
+  hash: Uint8Array;
+  /** 1-based line of the chain file. */
+  line: number;
+}
+
+/** A parsed chain file. */
+export interface ChainFile {
+  /** Data file number the header names. */
+  file: number;
+  /** Chain state before the file's first entry. */
+  prev: ChainState;
+  records: ChainRecord[];
+  /** Lines that are not records (1-based line numbers), e.g. edited into garbage. */
+  malformed: number[];
+  /** Whether the last line was cut short (no newline). */
+  torn: boolean;
+}
+
+/**
+ * Parses chain-file text.
+ *
+ * @throws {ChainFormatError} when the header is missing or unreadable
+ */
+export function parseChainFile(text: string, name: string): ChainFile {
+  const lines = text.split("\n");
+  const torn = lines.at(-1) !== "";
+  if (!torn) lines.pop();
+  let header: { chain?: unknown; file?: unknown; prev_seq?: unknown; prev?: unknown };
+  try {
+    header = JSON.parse(lines[0] ?? "");
+  } catch {
+    throw new ChainFormatError(`${name} line 1: not a chain-file header`);
+  }
+  const prevHash = typeof header.prev === "string" ? fromHex(header.prev) : null;
+  if (
+    header.chain !== 1 || !Number.isSafeInteger(header.file) || !Number.isSafeInteger(header.prev_seq) ||
+    (header.prev_seq as number) < 0 || prevHash === null
+  ) {
+    throw new ChainFormatError(
+      `${name} line 1: not a chain-file header (want {"chain":1,"file":…,"prev_seq":…,"prev":…})`,
+    );
+  }
+  const records: ChainRecord[] = [];
+  const malformed: number[] = [];
+  const last = torn ? lines.length - 1 : lines.length;
+  for (let i = 1; i < last; i++) {
+    const m = /^(\d{1,15}) ([0-9a-f]{64})$/.exec(lines[i]!);
+    if (!m) {
+      malformed.push(i + 1);
+      continue;
+    }
+    records.push({ seq: Number(m[1]), hash: fromHex(m[2]!)!, line: i + 1 });
+  }
+  return {
+    file: header.file as number,
+    prev: { seq: header.prev_seq as number, head: prevHash },
+    records,
+    malformed,
+    torn,
+  };
+}
