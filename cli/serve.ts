@@ -207,7 +207,10 @@ export async function startService(
   const collector = await startCollector(options);
   let http: Deno.HttpServer | null = null;
   if (dashboardPort !== 0) {
-    const app = createDashboardApp({ stats: () => collector.stats() });
+    const app = createDashboardApp({
+      stats: () => collector.stats(),
+      onAccess: (access) => collector.audit("dashboard_access", { ...access }),
+    });
     try {
       // Deno.serve binds before it returns (and throws if it cannot).
       http = Deno.serve({ hostname: dashboardHost, port: dashboardPort, onListen: () => {} }, app.fetch);

@@ -13,6 +13,8 @@ export interface DashboardOptions {
   stats: () => StatsSnapshot;
   /** How often the page refreshes itself. Default 2000 ms. */
   refreshMs?: number;
+  /** Told of every request after it is answered (the collector's audit trail). */
+  onAccess?: (access: { method: string; path: string; status: number; remote: string | null }) => void;
 }
 
 /** The tiles of the page: label, stats field (dotted for nested ones), and how to show it. */
@@ -186,6 +188,17 @@ refresh();
 export function createDashboardApp(options: DashboardOptions): Hono {
   const refreshMs = options.refreshMs ?? 2000;
   const app = new Hono();
+  app.use("*", async (c, next) => {
+    await next();
+    // Deno.serve passes its connection info as the second argument, which Hono exposes as c.env.
+    const addr = (c.env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr;
+    options.onAccess?.({
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      remote: addr ? `${addr.hostname}:${addr.port}` : null,
+    });
+  });
   app.get("/", (c) => c.html(renderPage(options.stats(), refreshMs)));
   app.get("/api/stats", (c) => {
     c.header("Cache-Control", "no-store");

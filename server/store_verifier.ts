@@ -519,7 +519,11 @@ function checkLines(
       continue;
     }
     const seq = records[j]!.seq;
-    if (links(prev, i + 1, j) && links(records[j]!.hash, i, j + 1)) {
+    // Whether the lines from i on link up with the records from j on.
+    const resumes = (i2: number, j2: number) => i2 >= m || j2 >= n ? i2 >= m && j2 >= n : links(hashBefore(j2), i2, j2);
+    const swapped = links(prev, i + 1, j) && links(records[j]!.hash, i, j + 1);
+    // A copy of the next-but-one line inserted here also reads as a swap: take what resumes after.
+    if (swapped && !(resumes(i + 2, j + 1) && !resumes(i + 2, j + 2))) {
       damage.push({
         kind: "swapped_entries",
         file,
