@@ -43,7 +43,7 @@ COPY dashboard ./dashboard
 RUN deno compile -A --frozen --output /tlslog main.ts
 
 # Mount points, created here because the runtime image has no shell.
-RUN mkdir -p /mnt/data /mnt/certs
+RUN mkdir -p /mnt/data /mnt/certs /mnt/keys
 
 
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -51,9 +51,11 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /tlslog /tlslog
 COPY --from=build --chown=65532:65532 /mnt/data /data
 COPY --from=build /mnt/certs /certs
+# The checkpoint signing key: its own volume, so that a copy of /data never carries it.
+COPY --from=build --chown=65532:65532 /mnt/keys /keys
 
 USER 65532:65532
-VOLUME ["/data", "/certs"]
+VOLUME ["/data", "/certs", "/keys"]
 
 # Default --ca of `tlslog healthcheck`, `send` and `healthcare`.
 ENV TLSLOG_CA=/certs/ca.crt
@@ -64,4 +66,4 @@ EXPOSE 8443 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/tlslog", "healthcheck"]
 
 ENTRYPOINT ["/tlslog"]
-CMD ["serve", "--cert", "/certs/server.crt", "--key", "/certs/server.key", "--data-dir", "/data", "--dashboard-host", "0.0.0.0"]
+CMD ["serve", "--cert", "/certs/server.crt", "--key", "/certs/server.key", "--data-dir", "/data", "--signing-key", "/keys/tlslog-checkpoint.key", "--dashboard-host", "0.0.0.0"]
