@@ -35,6 +35,9 @@ const TILES: [label: string, field: string, format: "int" | "rate" | "ratio" | "
   ["Oldest unacknowledged", "senders.oldest_unacked_age_s", "duration"],
   ["Sender retries", "senders.retries", "int"],
   ["Dropped by senders", "senders.dropped", "int"],
+  ["Chained entries", "evidence.chain_size", "int"],
+  ["Checkpoints signed", "evidence.checkpoints_written", "int"],
+  ["Deleted by retention", "evidence.entries_pruned", "int"],
   ["Uptime", "uptime_s", "duration"],
 ];
 

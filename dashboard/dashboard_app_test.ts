@@ -21,6 +21,18 @@ const stats: StatsSnapshot = {
   current_file: "tlslog-00000124.jsonl",
   senders: { reporting: 1, spool_entries: 10, spool_bytes: 300, oldest_unacked_age_s: 1.5, retries: 2, dropped: 0 },
   privacy: null,
+  evidence: {
+    chain_size: 1234,
+    checkpoints_written: 7,
+    last_checkpoint_size: 1200,
+    last_checkpoint_at: "2026-01-01T00:01:00.000Z",
+    checkpoint_copy_failures: 0,
+    files_compressed: 3,
+    files_deleted: 1,
+    entries_pruned: 10,
+    archive_failures: 0,
+    encrypted: true,
+  },
   uptime_s: 3725,
   started_at: "2026-01-01T00:00:00.000Z",
 };

@@ -147,6 +147,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     })();
     return running;
   };
+  let filesCompressed = 0;
+  let filesDeleted = 0;
   const archiver = new StoreArchiver({
     dir: options.dataDir,
     compress: options.compressRotated ?? true,
@@ -158,7 +160,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       while (running) await running;
       await writeCheckpoint("retention", pruned);
     },
-    onDeleted: (info) => audit.record("retention_delete", { ...info }),
+    onDeleted: (info) => {
+      filesDeleted += info.files.filter((f) => f.includes(".jsonl")).length;
+      audit.record("retention_delete", { ...info });
+    },
+    onCompressed: (info) => {
+      if (info.name.includes(".jsonl")) filesCompressed++;
+    },
   });
   try {
     store = await RotatingStore.open({
@@ -276,7 +284,25 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     verifierKey: signer.verifierKey,
     audit: (event, fields) => audit.record(event, fields),
     checkpoint: (reason) => writeCheckpoint(reason),
-    stats: () => stats.snapshot({ current_file: openStore.currentFile, privacy: options.guard?.stats ?? null }),
+    stats: () => {
+      const last = checkpointer.last;
+      return stats.snapshot({
+        current_file: openStore.currentFile,
+        privacy: options.guard?.stats ?? null,
+        evidence: {
+          chain_size: openStore.chain.seq,
+          checkpoints_written: checkpointer.written,
+          last_checkpoint_size: last?.size ?? null,
+          last_checkpoint_at: last ? new Date(last.time).toISOString() : null,
+          checkpoint_copy_failures: checkpointer.copyFailures,
+          files_compressed: filesCompressed,
+          files_deleted: filesDeleted,
+          entries_pruned: last?.pruned?.seq ?? 0,
+          archive_failures: archiver.failures,
+          encrypted: options.encryptKey !== undefined,
+        },
+      });
+    },
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -75,7 +75,11 @@ export class ServerStats {
    * parts these counters do not own: the store's current file and the privacy check.
    */
   snapshot(
-    owned: Pick<StatsSnapshot, "current_file" | "privacy"> = { current_file: null, privacy: null },
+    owned: Pick<StatsSnapshot, "current_file" | "privacy" | "evidence"> = {
+      current_file: null,
+      privacy: null,
+      evidence: null,
+    },
   ): StatsSnapshot {
     const nowMs = this.#now();
     const senders = { reporting: 0, spool_entries: 0, spool_bytes: 0, oldest_unacked_age_s: 0, retries: 0, dropped: 0 };
@@ -122,6 +126,7 @@ export class ServerStats {
       current_file: owned.current_file,
       senders,
       privacy: owned.privacy,
+      evidence: owned.evidence,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };

@@ -61,6 +61,28 @@ export interface StatsSnapshot {
     key_ids: Record<string, number>;
     redactions: Record<string, number>;
   } | null;
+  /** Tamper evidence and the lifecycle of stored files, or null where no store is behind the stats. */
+  evidence: {
+    /** Entries in the hash chain (committed). */
+    chain_size: number;
+    /** Checkpoints signed by this process. */
+    checkpoints_written: number;
+    /** Size and time of the latest checkpoint. */
+    last_checkpoint_size: number | null;
+    last_checkpoint_at: string | null;
+    /** Checkpoints that could not be written to --checkpoint-copy. */
+    checkpoint_copy_failures: number;
+    /** Data files compressed since start. */
+    files_compressed: number;
+    /** Data files deleted by retention since start. */
+    files_deleted: number;
+    /** Entries removed by retention, all told (the signed pruned prefix). */
+    entries_pruned: number;
+    /** Compressions or deletions that failed. */
+    archive_failures: number;
+    /** Whether data files are encrypted at rest. */
+    encrypted: boolean;
+  } | null;
   uptime_s: number;
   /** ISO time the collector started. */
   started_at: string;
