@@ -143,15 +143,16 @@ export function parseChainFile(text: string, name: string): ChainFile {
   const lines = text.split("\n");
   const torn = lines.at(-1) !== "";
   if (!torn) lines.pop();
-  let header: { chain?: unknown; file?: unknown; prev_seq?: unknown; prev?: unknown };
+  let header: { chain?: unknown; file?: unknown; prev_seq?: unknown; prev?: unknown } | null;
   try {
     header = JSON.parse(lines[0] ?? "");
   } catch {
     throw new ChainFormatError(`${name} line 1: not a chain-file header`);
   }
-  const prevHash = typeof header.prev === "string" ? fromHex(header.prev) : null;
+  const prevHash = typeof header?.prev === "string" ? fromHex(header.prev) : null;
   if (
-    header.chain !== 1 || !Number.isSafeInteger(header.file) || !Number.isSafeInteger(header.prev_seq) ||
+    typeof header !== "object" || header === null || header.chain !== 1 || !Number.isSafeInteger(header.file) ||
+    !Number.isSafeInteger(header.prev_seq) ||
     (header.prev_seq as number) < 0 || prevHash === null
   ) {
     throw new ChainFormatError(

@@ -19,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import { CommitLog, type CommitPosition, syncDir, writeAll } from "./commit_log.ts";
+import { CommitLog, type CommitPosition, type CommitState, syncDir, writeAll } from "./commit_log.ts";
 import {
   chainFileName,
   ChainFormatError,
@@ -187,11 +187,32 @@ export class RotatingStore {
     // Stored logs are sensitive: owner-only unless the directory already exists with other modes.
     await Deno.mkdir(options.dir, { recursive: true, mode: 0o700 });
     const { log: commits, state, existed } = await CommitLog.open(options.dir);
+    try {
+      return await RotatingStore.#recover(options, commits, state, existed, keys, log);
+    } catch (err) {
+      commits.close();
+      throw err;
+    }
+  }
+
+  /** Cuts what was never committed, levels or builds the chain, and makes the store. */
+  static async #recover(
+    options: RotatingStoreOptions,
+    commits: CommitLog,
+    state: CommitState,
+    existed: boolean,
+    keys: EncryptionKey[],
+    log: (message: string) => void,
+  ): Promise<RotatingStore> {
     let sets = await listStoreFiles(options.dir);
     let committed = state.position;
     let chain = state.chain;
+    if (existed) {
+      await cutUncommitted(options.dir, sets, committed, log);
+      sets = await listStoreFiles(options.dir);
+    }
     if ((!existed || (committed !== null && chain === null)) && sets.some((s) => s.data)) {
-      // Files from before the commit log or the chain: adopt them whole and chain them.
+      // Files from before the commit log or the chain: adopt them whole (what is committed of them) and chain them.
       const last = sets.filter((s) => s.data).at(-1)!;
       if (!existed) {
         const raw = (await Deno.stat(join(options.dir, last.data!))).size;
@@ -201,8 +222,6 @@ export class RotatingStore {
       chain = await chainUnchained(options.dir, sets, keys, log);
       await commits.commit(committed!, new Map(), true, chain);
     } else {
-      await cutUncommitted(options.dir, sets, committed, log);
-      sets = await listStoreFiles(options.dir);
       const last = sets.at(-1);
       if (last?.data && last.index === committed?.file && !isCompressedName(last.data)) {
         const level = await levelChainFile(options.dir, last, keys);

@@ -104,7 +104,9 @@ export function readCheckpoint(signedNote: string, verifier: NoteVerifier): Stor
     else if (key === "file" && args.length === 1 && /^\d+$/.test(args[0]!)) out.file = Number(args[0]);
     else if (key === "audit" && args.length === 2 && /^\d+$/.test(args[0]!) && unb64(args[1]!)) {
       out.audit = { size: Number(args[0]), hash: unb64(args[1]!)! };
-    } else if (key === "pruned" && args.length === 3 && /^\d+$/.test(args[0]!) && unb64(args[1]!)) {
+    } else if (
+      key === "pruned" && args.length === 3 && /^\d+$/.test(args[0]!) && unb64(args[1]!) && /^\d+$/.test(args[2]!)
+    ) {
       out.pruned = { seq: Number(args[0]), head: unb64(args[1]!)!, throughFile: Number(args[2]) };
     } else throw new NoteError(`unknown checkpoint extension line "${line}"`);
   }
@@ -138,6 +140,11 @@ export function parseCheckpointLog(text: string): CheckpointLogLines {
     }
   });
   return { notes, malformed, torn };
+}
+
+/** Raised at start-up when the checkpoint copy directory cannot be made. */
+export class CheckpointCopyError extends Error {
+  override name = "CheckpointCopyError";
 }
 
 /** Options for {@linkcode Checkpointer.open}. */
@@ -198,7 +205,16 @@ export class Checkpointer {
     const validBytes = new TextEncoder().encode(text.slice(0, valid)).length;
     await file.truncate(validBytes);
     await file.seek(validBytes, Deno.SeekMode.Start);
-    if (options.copyDir) await Deno.mkdir(options.copyDir, { recursive: true, mode: 0o700 });
+    if (options.copyDir) {
+      try {
+        await Deno.mkdir(options.copyDir, { recursive: true, mode: 0o700 });
+      } catch (err) {
+        file.close();
+        throw new CheckpointCopyError(
+          `cannot use the checkpoint copy directory ${options.copyDir}: ${(err as Error).message}`,
+        );
+      }
+    }
     return new Checkpointer(options, file, last);
   }
 
