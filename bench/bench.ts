@@ -12,8 +12,18 @@
  * `serve --help` lists those flags; otherwise without them (the report says
  * which).
  *
+ * Then, in a fresh process (store_costs.ts), what the store's tamper evidence
+ * and encryption cost without network or TLS: hash chaining alone (target
+ * >= 500,000 entries/s), store throughput chained / encrypted / with signed
+ * checkpoints / durable against a plain append of the same bytes, and
+ * `verifyStore` read-back speed.
+ *
  *   deno task bench [--entries 300000] [--v1-entries 20000] [--senders 8] [--runs 3]
  *                   [--clients 100] [--client-entries 1000] [--latency-seconds 5] [--no-syslog-ng] [--keep]
+ *                   [--only store|e2e]
+ *
+ * `--only store` runs just the store costs (about a minute; `--entries` and
+ * `--runs` apply); `--only e2e` everything but them.
  *
  * Progress goes to stderr; the report (machine, peers, table, ratios) to stdout.
  *
@@ -25,6 +35,7 @@ import { gzipSync } from "node:zlib";
 import { seededRandom } from "../client/healthcare_source.ts";
 import { measureTransformInChild } from "./transform.ts";
 import { percentile, runAckLatency, runManyClients } from "./in_process.ts";
+import { formatStoreCosts, measureStoreCostsInChild } from "./store_costs.ts";
 import { collect, killAll, ProcWatch, runToEnd, spawnProcess, statusWithin, type Usage } from "./procs.ts";
 import { type Availability, ensureSyslogNg, runSyslogNg } from "./syslog_ng.ts";
 import { type Stored, verifyStored } from "./verify.ts";
@@ -50,6 +61,7 @@ const { values: flags } = parseArgs({
     "latency-seconds": { type: "string", default: "5" },
     "no-syslog-ng": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
+    only: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -58,7 +70,7 @@ if (flags.help) {
   console.log(
     [
       "Usage: deno task bench [--entries N] [--v1-entries N] [--senders N] [--runs N] [--clients N]",
-      "                       [--client-entries N] [--latency-seconds N] [--no-syslog-ng] [--keep]",
+      "                       [--client-entries N] [--latency-seconds N] [--no-syslog-ng] [--keep] [--only store|e2e]",
       "  --entries N          entries sent by the throughput scenarios and by loggen (default 300000)",
       "  --v1-entries N       entries sent by the v1 baseline, one frame each (default 20000)",
       "  --senders N          concurrent send processes of the multi-connection scenario (default 8)",
@@ -69,6 +81,9 @@ if (flags.help) {
       "  --latency-seconds N  length of the ack-latency run at 10,000 entries/s (default 5)",
       "  --no-syslog-ng       skip the syslog-ng side-by-side (otherwise installed with apt-get when missing)",
       "  --keep               keep the temporary directory (input, certificates)",
+      "  --only store         only the store costs (bench/store_costs.ts: chain hashing, store throughput",
+      "                       against a plain append, verifyStore read-back; in process, no server)",
+      "  --only e2e           everything but the store costs",
     ].join("\n"),
   );
   Deno.exit(0);
@@ -83,6 +98,11 @@ function positiveInt(name: string, text: string): number {
   return n;
 }
 
+if (flags.only !== undefined && flags.only !== "store" && flags.only !== "e2e") {
+  console.error(`bench: --only must be "store" or "e2e", got "${flags.only}"`);
+  Deno.exit(2);
+}
+const ONLY = flags.only as "store" | "e2e" | undefined;
 const ENTRIES = positiveInt("entries", flags.entries);
 const V1_ENTRIES = Math.min(positiveInt("v1-entries", flags["v1-entries"]), ENTRIES);
 const SENDERS = Math.min(positiveInt("senders", flags.senders), ENTRIES);
@@ -527,6 +547,46 @@ function medianRun(runs: Run[]): Run {
 
 const rate = (sc: Scenario) => sc.entries / medianRun(sc.runs).seconds;
 
+/** "Machine: nproc ..., Deno ..., target". */
+async function machineLine(): Promise<string> {
+  const nproc = decoder.decode((await new Deno.Command("nproc", { stdout: "piped" }).output()).stdout).trim();
+  const cpuModel = /^model name\s*:\s*(.+)$/m.exec(await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))?.[1];
+  return `Machine: nproc ${nproc}${cpuModel ? ` (${cpuModel})` : ""}, Deno ${Deno.version.deno} ` +
+    `(V8 ${Deno.version.v8}), ${Deno.build.target}`;
+}
+
+/** The store costs (store_costs.ts, in a fresh process) on the bench's input: report lines. */
+async function storeCosts(tmp: string, input: Input): Promise<string[]> {
+  progress(`store costs: ${fmtInt(ENTRIES)} entries, ${RUNS} run(s) of each measurement, in a fresh process`);
+  const dir = join(tmp, "store-costs");
+  try {
+    return formatStoreCosts(await measureStoreCostsInChild(input.all, dir, RUNS));
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** `--only store`: the input, the fsync probe and the store costs, nothing else. */
+async function storeCostsOnly(tmp: string, benchStarted: number): Promise<void> {
+  const fsyncProbe = await probeFsync(tmp);
+  progress(`generating ${fmtInt(Math.max(ENTRIES, POOL))} entries`);
+  const input = await generateInput(tmp);
+  const section = await storeCosts(tmp, input);
+  const out = [
+    "## tlslog benchmark: store costs (--only store)",
+    "",
+    await machineLine(),
+    "",
+    `Scratch files in ${tmp.replace(/[^/]*$/, "")} on ${fsyncProbe.fs}; fdatasync after a 33 KB append there: ` +
+    `p50 ${ms(percentile(fsyncProbe.ms, 0.5))} ms, p99 ${ms(percentile(fsyncProbe.ms, 0.99))} ms (200 probes).`,
+    "",
+    ...section,
+    "",
+    `- bench total ${((performance.now() - benchStarted) / 1000).toFixed(1)} s`,
+  ];
+  console.log(out.join("\n"));
+}
+
 async function main(): Promise<void> {
   const benchStarted = performance.now();
   const tmp = await Deno.makeTempDir({ prefix: "tlslog-bench-" });
@@ -543,6 +603,10 @@ async function main(): Promise<void> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
+    if (ONLY === "store") {
+      await storeCostsOnly(tmp, benchStarted);
+      return;
+    }
     const certDir = join(tmp, "certs");
     const certs = await new Deno.Command("sh", {
       args: [join(ROOT, "certs.sh"), certDir],
@@ -796,17 +860,10 @@ async function main(): Promise<void> {
 
     // -------------------------------------------------------------------------
     // Report.
-    const nproc = decoder.decode((await new Deno.Command("nproc", { stdout: "piped" }).output()).stdout).trim();
-    const cpuModel = /^model name\s*:\s*(.+)$/m.exec(await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))?.[1];
     const out: string[] = [];
     out.push("## tlslog benchmark");
     out.push("");
-    out.push(
-      `Machine: nproc ${nproc}${
-        cpuModel ? ` (${cpuModel})` : ""
-      }, Deno ${Deno.version.deno} (V8 ${Deno.version.v8}), ` +
-        Deno.build.target,
-    );
+    out.push(await machineLine());
     out.push("");
     out.push(
       `Input: ${fmtInt(ENTRIES)} healthcare-like JSON entries, ${(input.bytes / ENTRIES).toFixed(0)} bytes each ` +
@@ -926,6 +983,7 @@ async function main(): Promise<void> {
         `**${fmtInt(transform.entriesPerSecond)} entries/s** (target >= 300,000); redactions ${found.join(", ")}`,
       "",
     );
+    if (ONLY !== "e2e") out.push(...await storeCosts(tmp, input), "");
     out.push(`- bench total ${((performance.now() - benchStarted) / 1000).toFixed(1)} s`);
     console.log(out.join("\n"));
 

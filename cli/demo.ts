@@ -15,8 +15,8 @@ import { ALPN_V2 } from "../shared/protocol.ts";
 import { readPemFile } from "../shared/pem_files.ts";
 import { createPseudonymizer } from "../shared/pseudonymizer.ts";
 import { type CommandSpec, formatHelp, intFlag, parseFlags, stringFlag } from "./flags.ts";
-import { DEFAULT_SIGNING_KEY, loadCheckpointSigner, startService } from "./serve.ts";
-import { waitForStopSignal } from "./stop_signal.ts";
+import { DEFAULT_SIGNING_KEY, loadCheckpointSigner, type Service, startService } from "./serve.ts";
+import { listenForStop, waitForStopSignal } from "./stop_signal.ts";
 
 /** The command's flags and help. */
 export const demoSpec: CommandSpec = {
@@ -42,22 +42,29 @@ export async function runDemo(args: string[]): Promise<number> {
   }
   const certs = stringFlag(flags, "certs")!;
   const rate = intFlag(flags, demoSpec, "rate", 1, 10_000);
-  const service = await startService(
-    {
-      host: "127.0.0.1",
-      port: intFlag(flags, demoSpec, "port", 0, 65535),
-      cert: readPemFile(join(certs, "server.crt"), "--certs"),
-      key: readPemFile(join(certs, "server.key"), "--certs"),
-      dataDir: stringFlag(flags, "data-dir")!,
-      rotateEntries: 10,
-      maxFrameBytes: 1 << 20,
-      maxBatchBytes: 16 << 20,
-      maxEntryBytes: 1 << 20,
-      signer: await loadCheckpointSigner(DEFAULT_SIGNING_KEY, stringFlag(flags, "data-dir")!),
-    },
-    "127.0.0.1",
-    intFlag(flags, demoSpec, "dashboard-port", 0, 65535),
-  );
+  const stop = listenForStop();
+  let service: Service;
+  try {
+    service = await startService(
+      {
+        host: "127.0.0.1",
+        port: intFlag(flags, demoSpec, "port", 0, 65535),
+        cert: readPemFile(join(certs, "server.crt"), "--certs"),
+        key: readPemFile(join(certs, "server.key"), "--certs"),
+        dataDir: stringFlag(flags, "data-dir")!,
+        rotateEntries: 10,
+        maxFrameBytes: 1 << 20,
+        maxBatchBytes: 16 << 20,
+        maxEntryBytes: 1 << 20,
+        signer: await loadCheckpointSigner(DEFAULT_SIGNING_KEY, stringFlag(flags, "data-dir")!),
+      },
+      "127.0.0.1",
+      intFlag(flags, demoSpec, "dashboard-port", 0, 65535),
+    );
+  } catch (err) {
+    stop.dispose();
+    throw err;
+  }
   const { collector } = service;
   const loaded = loadAnonKey(undefined, Deno.env.get("TLSLOG_ANON_KEY"), defaultKeyPath());
   const pseudonymizer = createPseudonymizer(loaded.key);
@@ -86,7 +93,7 @@ export async function runDemo(args: string[]): Promise<number> {
       await new Promise((r) => setTimeout(r, 1000));
     }
   })();
-  const signal = await waitForStopSignal();
+  const signal = await waitForStopSignal(stop);
   running = false;
   await stream;
   const summary = await sender.finish();

@@ -22,7 +22,7 @@ import {
   stringFlag,
   UsageError,
 } from "./flags.ts";
-import { waitForStopSignal } from "./stop_signal.ts";
+import { listenForStop, waitForStopSignal } from "./stop_signal.ts";
 import { join } from "node:path";
 import { readEncryptionKey } from "../server/sealed_file.ts";
 import { ensureSigningKey, type NoteSigner } from "../server/signed_note.ts";
@@ -270,13 +270,21 @@ export async function runServe(args: string[]): Promise<number> {
     options.onStored = (lines) => Deno.stdout.writeSync(lines);
   }
   const dashboardPort = intFlag(flags, serveSpec, "dashboard-port", 0, 65535);
-  const service = await startService(options, stringFlag(flags, "dashboard-host")!, dashboardPort);
+  // Signals are caught from before start-up: a SIGTERM as soon as the port is open still stops gracefully.
+  const stop = listenForStop();
+  let service: Service;
+  try {
+    service = await startService(options, stringFlag(flags, "dashboard-host")!, dashboardPort);
+  } catch (err) {
+    stop.dispose();
+    throw err;
+  }
   const { collector } = service;
   const line = `tlslog serve: listening on tls://${collector.hostname}:${collector.port} (protocol v1 and v2), ` +
     `dashboard ${service.dashboardUrl ?? "off"}, data in ${options.dataDir}`;
   if (print) console.error(line);
   else console.log(line);
-  const signal = await waitForStopSignal();
+  const signal = await waitForStopSignal(stop);
   console.error(`tlslog serve: ${signal}: finishing frames in flight`);
   await service.close();
   const s = collector.stats();

@@ -34,11 +34,16 @@ export function listenForStop(): StopSignal {
   };
 }
 
-/** Resolves with the name of the first SIGINT or SIGTERM. */
-export async function waitForStopSignal(): Promise<Deno.Signal> {
-  const stop = listenForStop();
+/**
+ * Resolves with the name of the first SIGINT or SIGTERM. Pass the listener of
+ * a command that installed it before starting up, so that a signal during
+ * start-up is not lost (and does not kill the process unhandled).
+ */
+export async function waitForStopSignal(stop: StopSignal = listenForStop()): Promise<Deno.Signal> {
   try {
-    await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
+    if (!stop.signal.aborted) {
+      await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
+    }
     return stop.received()!;
   } finally {
     stop.dispose();

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type net from "node:net";
 import tls from "node:tls";
 import { hostname } from "node:os";
 import { basename } from "node:path";
@@ -253,7 +254,19 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     await stopEvidence();
     throw new ListenError(`cannot use the server certificate and key: ${(err as Error).message}`);
   }
+  // Sockets whose handshake has not completed, by peer address: a graceful close must not wait for them.
+  const handshaking = new Map<string, net.Socket>();
+  server.on("connection", (raw: net.Socket) => {
+    const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+    handshaking.set(peer, raw);
+    raw.once("close", () => handshaking.delete(peer));
+  });
+  server.on(
+    "secureConnection",
+    (socket: tls.TLSSocket) => handshaking.delete(`${socket.remoteAddress}:${socket.remotePort}`),
+  );
   server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
+    socket.destroy();
     stats.recordFrameRejected("tls_handshake");
     audit.record("refusal", {
       peer: `${socket.remoteAddress}:${socket.remotePort}`,
@@ -306,6 +319,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        for (const raw of handshaking.values()) raw.destroy();
         for (const c of connections) c.shutdown();
         const all = Promise.all([...connections].map((c) => c.closed));
         let timer: ReturnType<typeof setTimeout> | undefined;
