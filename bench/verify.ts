@@ -5,7 +5,7 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
-import { readStoreText } from "../server/store_files.ts";
+import { listDataFiles, readStoreText } from "../server/store_files.ts";
 
 /** What the files held. */
 export interface Stored {
@@ -39,11 +39,8 @@ export async function checkSeqs(paths: string[], expected: number): Promise<Stor
   return { lines, files: paths.length, exact: exact && lines === expected };
 }
 
-/** Checks the data files (`tlslog-<n>.jsonl`) of a collector's data directory. */
+/** Checks the data files (`tlslog-<n>.jsonl`, compressed or not) of a collector's data directory. */
 export async function verifyStored(dataDir: string, expected: number): Promise<Stored> {
-  const paths: string[] = [];
-  for await (const e of Deno.readDir(dataDir)) {
-    if (e.isFile && /^tlslog-\d+\.jsonl$/.test(e.name)) paths.push(join(dataDir, e.name));
-  }
+  const paths = (await listDataFiles(dataDir)).map((name) => join(dataDir, name));
   return await checkSeqs(paths, expected);
 }

@@ -176,6 +176,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       rotateBytes: options.rotateBytes,
       fsync: options.fsync,
       encryptKey: options.encryptKey,
+      hashInWorker: true,
       onFileCreated: (path) => {
         stats.filesWritten++;
         audit.record("rotation", { file: basename(path) });

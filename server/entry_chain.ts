@@ -128,6 +128,19 @@ export function chainLines(state: ChainState, data: Uint8Array): { state: ChainS
   return { state: { seq, head: seq === state.seq ? state.head : scratch.slice(0, 32) }, records };
 }
 
+/** The lines of `data`, without their newlines (a last line without one included). */
+export function splitLines(data: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let start = 0;
+  while (start < data.length) {
+    let end = data.indexOf(NEWLINE, start);
+    if (end === -1) end = data.length;
+    out.push(data.subarray(start, end));
+    start = end + 1;
+  }
+  return out;
+}
+
 /** Name of the chain file of data file number `index`. */
 export function chainFileName(index: number): string {
   return `tlslog-${String(index).padStart(8, "0")}.chain`;

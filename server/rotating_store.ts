@@ -12,8 +12,9 @@
  * acknowledged batch is on stable storage together with the record that it
  * was stored.
  *
- * Every entry is linked into the hash chain (entry_chain.ts) as it is
- * written; each data file has a chain file beside it. With an encryption key
+ * Every committed entry is then linked into the hash chain (entry_chain.ts)
+ * by the chainer (store_chainer.ts), behind the writer and off the ack path;
+ * each data file has a chain file beside it. With an encryption key
  * each write is one AES-256-GCM record (sealed_file.ts).
  *
  * @module
@@ -29,8 +30,11 @@ import {
   genesisState,
   parseChainFile,
   sameHash,
+  splitLines,
 } from "./entry_chain.ts";
 import { type EncryptionKey, SealedWriter } from "./sealed_file.ts";
+import { ChainHasher } from "./chain_hasher.ts";
+import { StoreChainer } from "./store_chainer.ts";
 import {
   dataFileName,
   isCompressedName,
@@ -62,6 +66,8 @@ export interface RotatingStoreOptions {
   fsync?: FsyncMode;
   /** Encrypt data files with this key (AES-256-GCM). */
   encryptKey?: EncryptionKey;
+  /** Hash the chain in a worker thread (chain_hasher.ts), in parallel with the main thread. Default false. */
+  hashInWorker?: boolean;
   /** Called with the path of each file created. */
   onFileCreated?: (path: string) => void;
   /** Called with the number of each data file once it is closed and wholly committed. */
@@ -107,12 +113,11 @@ interface PendingAppend {
   reject: (err: unknown) => void;
 }
 
-/** The data file being written and its chain file. */
+/** The data file being written. */
 interface OpenFile {
   index: number;
   name: string;
   data: Deno.FsFile;
-  chain: Deno.FsFile;
   sealer: SealedWriter | null;
   entries: number;
   /** Plain bytes of entries (what --rotate-bytes counts). */
@@ -126,10 +131,12 @@ export class RotatingStore {
   readonly #fsync: FsyncMode;
   readonly #commits: CommitLog;
   readonly #streams: ReadonlyMap<string, number>;
+  readonly #hasher: ChainHasher | null;
+  readonly #chainer: StoreChainer;
+  /** Chunks written in the group being committed, handed to the chainer after the commit. */
+  #written: { index: number; data: Uint8Array }[] = [];
   #nextIndex: number;
   #file: OpenFile | null = null;
-  /** Files closed since the last commit: handed to onFileClosed once a commit covers them. */
-  #closedPending: number[] = [];
   #queue: PendingAppend[] = [];
   #flushing: Promise<void> | null = null;
   #closed = false;
@@ -137,10 +144,6 @@ export class RotatingStore {
   #dirty = false;
   /** Where committed data ends: the position a commit names before this run opens a file. */
   #committed: CommitPosition;
-  /** The chain over everything written. */
-  #chain: ChainState;
-  /** The chain over everything committed. */
-  #committedChain: ChainState;
   /** Set when a write failed: what is in the file no longer matches what is counted. */
   #failed: Error | null = null;
   #lastSyncMs = Date.now();
@@ -159,8 +162,14 @@ export class RotatingStore {
     this.#nextIndex = nextIndex;
     this.#commits = commits;
     this.#streams = streams;
-    this.#chain = chain;
-    this.#committedChain = chain;
+    this.#hasher = options.hashInWorker ? new ChainHasher() : null;
+    this.#chainer = new StoreChainer({
+      dir: options.dir,
+      sync: this.#fsync.kind !== "off",
+      hasher: this.#hasher,
+      // A file's chain is complete once the chainer moved past it: the data file is closed and committed.
+      onFileChained: (index) => options.onFileClosed?.(index),
+    }, chain);
     if (this.#fsync.kind === "interval") {
       this.#timer = setInterval(() => this.#syncInBackground(), this.#fsync.ms);
     }
@@ -222,17 +231,14 @@ export class RotatingStore {
       chain = await chainUnchained(options.dir, sets, keys, log);
       await commits.commit(committed!, new Map(), true, chain);
     } else {
-      const last = sets.at(-1);
-      if (last?.data && last.index === committed?.file && !isCompressedName(last.data)) {
-        const level = await levelChainFile(options.dir, last, keys);
-        if (chain && (level.seq !== chain.seq || !sameHash(level.head, chain.head))) {
-          log(
-            `recovery: ${last.data} ends at entry ${level.seq}, the commit log at ${chain.seq}: ` +
-              `data acknowledged without fsync was lost; the chain continues from what is stored`,
-          );
-        }
-        chain = level;
+      const level = await levelChainFiles(options.dir, sets, keys, chain);
+      if (level && chain && level.seq < chain.seq) {
+        log(
+          `recovery: the data ends at entry ${level.seq}, the commit log's chain at ${chain.seq}: ` +
+            `data acknowledged without fsync was lost; the chain continues from what is stored`,
+        );
       }
+      chain = level ?? chain;
     }
     const last = sets.at(-1);
     return new RotatingStore(
@@ -260,9 +266,14 @@ export class RotatingStore {
     return this.#file?.index ?? this.#committed.file;
   }
 
-  /** The hash chain over every committed entry (what a checkpoint signs). */
+  /** The hash chain as far as it is hashed: committed entries, minus what the chainer still has queued. */
   get chain(): ChainState {
-    return this.#committedChain;
+    return this.#chainer.state;
+  }
+
+  /** Resolves when every committed entry is in the chain. */
+  chained(): Promise<void> {
+    return this.#chainer.idle();
   }
 
   /**
@@ -272,6 +283,7 @@ export class RotatingStore {
    */
   append(data: Uint8Array, count: number, progress?: StreamProgress): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreError("store is closed"));
+    this.#failed ??= this.#chainer.failure;
     if (this.#failed) return Promise.reject(new StoreError(`store failed earlier: ${this.#failed.message}`));
     return new Promise((resolve, reject) => {
       this.#queue.push({ data, count, progress, resolve, reject });
@@ -291,6 +303,9 @@ export class RotatingStore {
       const group = this.#queue;
       this.#queue = [];
       try {
+        // Bounded: a chainer that cannot keep up holds the writer back.
+        await this.#chainer.room();
+        if (this.#chainer.failure) throw this.#chainer.failure;
         const streams = new Map<string, number>();
         const parts: Uint8Array[] = [];
         let count = 0;
@@ -310,11 +325,10 @@ export class RotatingStore {
             this.#options.onSync?.();
           }
           const position = this.#position();
-          await this.#commits.commit(position, streams, batch, this.#chain);
+          await this.#commits.commit(position, streams, batch, this.#chainer.state);
           this.#committed = position;
-          this.#committedChain = this.#chain;
           this.#dirty = !batch;
-          for (const index of this.#closedPending.splice(0)) this.#options.onFileClosed?.(index);
+          for (const { index, data } of this.#written.splice(0)) this.#chainer.enqueue(index, data);
           // Under steady load the interval timer never finds the store idle: sync here when due.
           const fsync = this.#fsync;
           if (fsync.kind === "interval" && Date.now() - this.#lastSyncMs >= fsync.ms) await this.#syncNow();
@@ -352,12 +366,9 @@ export class RotatingStore {
         end = offsetAfterLines(rest, take);
       }
       const chunk = rest.subarray(0, end);
-      const chained = chainLines(this.#chain, chunk);
       const bytes = file.sealer ? await file.sealer.seal(chunk) : chunk;
       await writeAll(file.data, bytes);
-      // The chain file is not synced with each group: recovery rebuilds its tail from the data.
-      await writeAll(file.chain, encoder.encode(chained.records));
-      this.#chain = chained.state;
+      this.#written.push({ index: file.index, data: chunk });
       file.entries += take;
       file.plainBytes += end;
       file.rawBytes += bytes.length;
@@ -372,16 +383,12 @@ export class RotatingStore {
     const dir = this.#options.dir;
     const key = this.#options.encryptKey;
     const name = dataFileName(index, { enc: key !== undefined });
-    // The chain file first: a data file is never without the record of where its chain starts.
-    const chain = await Deno.open(join(dir, chainFileName(index)), { createNew: true, write: true, mode: 0o600 });
-    await writeAll(chain, encoder.encode(formatChainHeader(index, this.#chain)));
     const path = join(dir, name);
     const data = await Deno.open(path, { createNew: true, write: true, mode: 0o600 });
     const sealer = key ? await SealedWriter.create(key) : null;
     if (sealer) await writeAll(data, sealer.header);
     // The new names must survive a crash as well as the bytes written into them.
     if (this.#fsync.kind === "batch") {
-      await chain.syncData();
       await data.syncData();
       await syncDir(dir);
     }
@@ -389,7 +396,6 @@ export class RotatingStore {
       index,
       name,
       data,
-      chain,
       sealer,
       entries: 0,
       plainBytes: 0,
@@ -400,14 +406,9 @@ export class RotatingStore {
   }
 
   async #closeFile(file: OpenFile): Promise<void> {
-    if (this.#fsync.kind !== "off") {
-      await file.data.syncData();
-      await file.chain.syncData();
-    }
+    if (this.#fsync.kind !== "off") await file.data.syncData();
     file.data.close();
-    file.chain.close();
     this.#file = null;
-    this.#closedPending.push(file.index);
   }
 
   /** Syncs data before the commit record that describes it. */
@@ -433,25 +434,29 @@ export class RotatingStore {
       });
   }
 
-  /** Waits for queued appends, syncs, then closes the files. */
+  /**
+   * Waits for queued appends and for the chain to catch up, syncs, records
+   * the final chain state in the commit log, then closes the files.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
     while (this.#flushing) await this.#flushing;
     const file = this.#file;
-    if (file && this.#fsync.kind !== "off") {
-      await file.data.syncData();
-      await file.chain.syncData();
-    }
-    if (this.#fsync.kind !== "off") await this.#commits.sync();
+    if (file && this.#fsync.kind !== "off") await file.data.syncData();
     file?.data.close();
-    file?.chain.close();
     this.#file = null;
-    this.#commits.close();
+    try {
+      await this.#chainer.close();
+      this.#hasher?.close();
+      if (!this.#failed && !this.#chainer.failure) {
+        await this.#commits.commit(this.#committed, new Map(), this.#fsync.kind !== "off", this.#chainer.state);
+      } else if (this.#fsync.kind !== "off") await this.#commits.sync();
+    } finally {
+      this.#commits.close();
+    }
   }
 }
-
-const encoder = new TextEncoder();
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -513,37 +518,79 @@ async function cutUncommitted(
   await syncDir(dir);
 }
 
-/** Lines of plain data. */
-function splitLines(data: Uint8Array): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let start = 0;
-  while (start < data.length) {
-    let end = data.indexOf(NEWLINE, start);
-    if (end === -1) end = data.length;
-    out.push(data.subarray(start, end + 1));
-    start = end + 1;
-  }
-  return out;
+/** Where a parsed chain file ends: its last record, or its header's start when it has none. */
+function chainEnd(chain: { prev: ChainState; records: { seq: number; hash: Uint8Array }[] }): ChainState {
+  const last = chain.records.at(-1);
+  return last ? { seq: last.seq, head: last.hash } : chain.prev;
 }
 
-/**
- * Brings the chain file of the last (uncompressed) data file level with its
- * data after a crash: the chain file is not synced with every commit, so its
- * tail may be missing, or may describe data that was cut. Records that exist
- * must match the data.
- */
-async function levelChainFile(dir: string, set: StoreFileSet, keys: readonly EncryptionKey[]): Promise<ChainState> {
-  const data = await readStoreFile(dir, set.data!, keys);
-  if (set.chain === null) {
-    throw new StoreError(`${set.data} has no chain file ${chainFileName(set.index)}; run "tlslog verify"`);
-  }
-  let chain;
+async function readChainFile(dir: string, name: string) {
   try {
-    chain = parseChainFile(await readStoreText(dir, set.chain), set.chain);
+    return parseChainFile(await readStoreText(dir, name), name);
   } catch (err) {
     if (err instanceof ChainFormatError) throw new StoreError(`${err.message}; run "tlslog verify"`);
     throw err;
   }
+}
+
+/**
+ * Brings the chain files of the uncompressed data files level with their data
+ * after a crash: the chainer runs behind the writer and does not sync with
+ * every commit, so a chain file may lack its tail, describe data that was cut,
+ * or not exist yet. Compressed files were closed with a complete chain.
+ * Returns the chain's end after the last file, or null when there is none.
+ */
+async function levelChainFiles(
+  dir: string,
+  sets: StoreFileSet[],
+  keys: readonly EncryptionKey[],
+  fallback: ChainState | null,
+): Promise<ChainState | null> {
+  let end: ChainState | null = null;
+  for (const [i, set] of sets.entries()) {
+    if (set.data === null || isCompressedName(set.data)) {
+      end = null;
+      continue;
+    }
+    let prev = end;
+    if (set.chain === null && prev === null) {
+      const before = sets[i - 1];
+      if (before?.chain) prev = chainEnd(await readChainFile(dir, before.chain));
+      else if (i === 0) prev = fallback ?? (set.index === 1 ? genesisState() : null);
+      if (prev === null) {
+        throw new StoreError(`${set.data} has no chain file and the chain before it is unknown; run "tlslog verify"`);
+      }
+    }
+    end = await levelChainFile(dir, set, prev, keys);
+  }
+  const last = sets.at(-1);
+  if (end === null && last?.chain) end = chainEnd(await readChainFile(dir, last.chain));
+  return end;
+}
+
+/**
+ * Brings one data file's chain file level with its data: records that exist
+ * must match the data (else the file was altered while the collector was
+ * stopped); missing ones are added, extra ones cut; a missing chain file is
+ * made, starting at `prev`.
+ */
+async function levelChainFile(
+  dir: string,
+  set: StoreFileSet,
+  prev: ChainState | null,
+  keys: readonly EncryptionKey[],
+): Promise<ChainState> {
+  const data = await readStoreFile(dir, set.data!, keys);
+  if (set.chain === null) {
+    const chained = chainLines(prev!, data);
+    await Deno.writeTextFile(
+      join(dir, chainFileName(set.index)),
+      formatChainHeader(set.index, prev!) + chained.records,
+      { mode: 0o600 },
+    );
+    return chained.state;
+  }
+  const chain = await readChainFile(dir, set.chain);
   if (chain.malformed.length > 0) {
     throw new StoreError(`${set.chain} line ${chain.malformed[0]} is not a chain record; run "tlslog verify"`);
   }

@@ -192,6 +192,7 @@ Deno.test("RotatingStore writes a chain file per data file; store.chain is the c
     assert.equal(toHex(store.chain.head), toHex(GENESIS));
     await Promise.all([store.append(lines(0, 3), 3), store.append(lines(3, 6), 6)]);
     await store.append(lines(9, 2), 2);
+    await store.chained();
     const chain = store.chain;
     await store.close();
     const sets = await listStoreFiles(dir);
@@ -220,6 +221,7 @@ Deno.test("RotatingStore: store.chain continues across a restart, the new file's
     store = await RotatingStore.open({ dir, rotateEntries: 3 });
     assert.equal(store.chain.seq, 4);
     await store.append(lines(4, 2), 2);
+    await store.chained();
     const chain = store.chain;
     await store.close();
     assert.deepStrictEqual(await listDataFiles(dir), [1, 2, 3].map((i) => dataFileName(i)));
@@ -239,6 +241,7 @@ Deno.test("RotatingStore with encryptKey writes .jsonl.enc files that readStoreF
     // Reopen with the key: the last file is read (decrypted) to bring its chain level.
     store = await RotatingStore.open({ dir, rotateEntries: 4, encryptKey: key });
     await store.append(lines(6, 1), 1);
+    await store.chained();
     const chain = store.chain;
     await store.close();
     const names = await listDataFiles(dir);
@@ -271,10 +274,13 @@ Deno.test("RotatingStore calls onFileClosed with each closed file only once a co
     });
     // One group that fills files 1 and 2 and starts 3: both close during the write, before its commit.
     await store.append(lines(0, 5), 5);
+    await store.chained();
     assert.deepStrictEqual(closed.map((c) => c.index), [1, 2]);
     await store.append(lines(5, 1), 1);
+    await store.chained();
     assert.deepStrictEqual(closed.map((c) => c.index), [1, 2]);
     await store.append(lines(6, 1), 1);
+    await store.chained();
     assert.deepStrictEqual(closed.map((c) => c.index), [1, 2, 3]);
     await store.close();
     for (const { index, committed } of closed) {
@@ -292,6 +298,7 @@ Deno.test("RotatingStore.open() rebuilds the tail of the last chain file lost in
   await withDir(async (dir) => {
     let store = await RotatingStore.open({ dir, rotateEntries: 4 });
     for (let i = 0; i < 10; i++) await store.append(lines(i, 1), 1);
+    await store.chained();
     const before = store.chain;
     await store.close();
     // Files 1 (4), 2 (4), 3 (2). The chain file is not synced with each commit: file 3 kept one record.
@@ -308,6 +315,7 @@ Deno.test("RotatingStore.open() rebuilds the tail of the last chain file lost in
     const rebuilt = formatChainHeader(3, prev) + chainLines(prev, await readStoreFile(dir, dataFileName(3))).records;
     assert.equal(await Deno.readTextFile(path3), rebuilt);
     await store.append(lines(10, 5), 5);
+    await store.chained();
     const after = store.chain;
     await store.close();
     assert.equal(after.seq, 15);
@@ -338,6 +346,7 @@ Deno.test("RotatingStore.open() cuts a chain file that describes more entries th
   await withDir(async (dir) => {
     let store = await RotatingStore.open({ dir, rotateEntries: 4 });
     await store.append(lines(0, 6), 6);
+    await store.chained();
     const committed = store.chain;
     await store.close();
     // A group written to file 2 and its chain file but never committed (the process died before the commit record).
@@ -355,6 +364,7 @@ Deno.test("RotatingStore.open() cuts a chain file that describes more entries th
     assert.match(notes[0]!, /^recovery: cut \d+ uncommitted bytes from the end of tlslog-00000002\.jsonl/);
     assert.equal(await Deno.readTextFile(chainPath), intact);
     await store.append(lines(6, 3), 3);
+    await store.chained();
     const after = store.chain;
     await store.close();
     assert.deepStrictEqual((await contents(dir)).flat().map((l) => JSON.parse(l).id), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
@@ -444,6 +454,7 @@ Deno.test("RotatingStore builds chain files from genesis for a legacy dir with d
     store = await RotatingStore.open({ dir, rotateEntries: 10, log: (m) => notes.push(m) });
     assert.ok(sameState(store.chain, all));
     await store.append(lines(9, 2), 2);
+    await store.chained();
     const after = store.chain;
     await store.close();
     assert.equal(notes.length, 2);
@@ -465,6 +476,7 @@ Deno.test({
         JSON.stringify({ file: 1, offset: committedBytes, streams: { s: 1 } }) + "\n",
       );
       const store = await RotatingStore.open({ dir, rotateEntries: 10 });
+      await store.chained();
       const chain = store.chain;
       await store.close();
       assert.equal((await Deno.readFile(join(dir, dataFileName(1)))).length, committedBytes);
@@ -487,10 +499,11 @@ Deno.test("RotatingStore.open() continues the chain from the stored data when ac
     assert.equal(stored.seq, 3);
     assert.ok(sameState(store.chain, stored));
     assert.deepStrictEqual(notes, [
-      "recovery: tlslog-00000001.jsonl ends at entry 3, the commit log at 5: data acknowledged without fsync was lost; " +
+      "recovery: the data ends at entry 3, the commit log's chain at 5: data acknowledged without fsync was lost; " +
       "the chain continues from what is stored",
     ]);
     await store.append(lines(5, 2), 2);
+    await store.chained();
     const after = store.chain;
     await store.close();
     assert.equal(after.seq, 5);

@@ -32,6 +32,7 @@ import {
   GENESIS,
   parseChainFile,
   sameHash,
+  splitLines,
 } from "./entry_chain.ts";
 import { type EncryptionKey, EncryptionKeyError, SealedFileError } from "./sealed_file.ts";
 import { type NoteVerifier } from "./signed_note.ts";
@@ -466,19 +467,6 @@ async function checkAudit(
 }
 
 const encoder = new TextEncoder();
-
-/** Lines of plain data, without their newlines. */
-function splitLines(data: Uint8Array): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let start = 0;
-  while (start < data.length) {
-    let end = data.indexOf(NEWLINE, start);
-    if (end === -1) end = data.length;
-    out.push(data.subarray(start, end));
-    start = end + 1;
-  }
-  return out;
-}
 
 /** Chain records computed from the data, for a file whose chain file is missing. */
 function recordsFromData(base: ChainState, lines: Uint8Array[]): ChainRecord[] {
