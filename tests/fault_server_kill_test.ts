@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readStored, type ServeProcess, spawnServe, testCerts } from "./test_support.ts";
+import { verifyStore } from "../server/store_verifier.ts";
+import { parseVerifierKey } from "../server/signed_note.ts";
 import {
   assertExactlyOnce,
   countStoredLines,
@@ -78,6 +80,13 @@ Deno.test("send of 200,000 entries: the collector is killed with SIGKILL 5 times
     assert.equal((await server.stop("SIGTERM")).code, 0);
 
     assertExactlyOnce((await readStored(dataDir)).map((entry) => entry.id), TOTAL);
+    // The hash chain survived the kills too: its files were rebuilt where the chainer was behind.
+    const { dir: certDir } = await testCerts();
+    const report = await verifyStore(dataDir, {
+      verifier: parseVerifierKey(await Deno.readTextFile(join(certDir, "checkpoint.pub"))),
+    });
+    assert.ok(report.ok, report.damage.map((d) => `${d.file}:${d.line} ${d.kind}: ${d.message}`).join("\n"));
+    assert.equal(report.lastSeq, TOTAL);
   } finally {
     await server?.stop("SIGKILL");
   }
