@@ -231,7 +231,7 @@ export class RotatingStore {
       chain = await chainUnchained(options.dir, sets, keys, log);
       await commits.commit(committed!, new Map(), true, chain);
     } else {
-      const level = await levelChainFiles(options.dir, sets, keys, chain);
+      const level = await levelChainFiles(options.dir, sets, keys);
       if (level && chain && level.seq < chain.seq) {
         log(
           `recovery: the data ends at entry ${level.seq}, the commit log's chain at ${chain.seq}: ` +
@@ -544,7 +544,6 @@ async function levelChainFiles(
   dir: string,
   sets: StoreFileSet[],
   keys: readonly EncryptionKey[],
-  fallback: ChainState | null,
 ): Promise<ChainState | null> {
   let end: ChainState | null = null;
   for (const [i, set] of sets.entries()) {
@@ -556,7 +555,7 @@ async function levelChainFiles(
     if (set.chain === null && prev === null) {
       const before = sets[i - 1];
       if (before?.chain) prev = chainEnd(await readChainFile(dir, before.chain));
-      else if (i === 0) prev = fallback ?? (set.index === 1 ? genesisState() : null);
+      else if (i === 0 && set.index === 1) prev = genesisState();
       if (prev === null) {
         throw new StoreError(`${set.data} has no chain file and the chain before it is unknown; run "tlslog verify"`);
       }

@@ -510,3 +510,270 @@ Deno.test("RotatingStore.open() continues the chain from the stored data when ac
     assert.ok(sameState(await verifyChain(dir), after));
   });
 });
+
+// --- The chainer behind the writer (store_chainer.ts): recovery, the worker, the commit log ---
+
+// Appended with the tests below that gzip files as the archiver does.
+import { gzipSync } from "node:zlib";
+
+/** Replaces `name` in `dir` by its gzip-compressed form `name.gz`. */
+async function gzipInPlace(dir: string, name: string): Promise<void> {
+  await Deno.writeFile(join(dir, name + ".gz"), gzipSync(await Deno.readFile(join(dir, name))), { mode: 0o600 });
+  await Deno.remove(join(dir, name));
+}
+
+Deno.test("RotatingStore.open() rebuilds the chain files of the last two files after a crash with the chainer behind", async () => {
+  await withDir(async (dir) => {
+    let store = await RotatingStore.open({ dir, rotateEntries: 3 });
+    for (let i = 0; i < 10; i += 2) await store.append(lines(i, 2), 2);
+    await store.close();
+    // Files 1-3 hold 3 entries, file 4 one. The chainer was a file behind at the crash: it had written only the
+    // header of file 3's chain file and had not started file 4's.
+    assert.deepStrictEqual(await listDataFiles(dir), [1, 2, 3, 4].map((i) => dataFileName(i)));
+    const path3 = join(dir, chainFileName(3));
+    const path4 = join(dir, chainFileName(4));
+    const intact3 = await Deno.readTextFile(path3);
+    const intact4 = await Deno.readTextFile(path4);
+    const intact12 = [
+      await Deno.readTextFile(join(dir, chainFileName(1))),
+      await Deno.readTextFile(join(dir, chainFileName(2))),
+    ];
+    await keepLines(path3, 1);
+    assert.equal(parseChainFile(await Deno.readTextFile(path3), "c").records.length, 0);
+    await Deno.remove(path4);
+    const notes: string[] = [];
+    store = await RotatingStore.open({ dir, rotateEntries: 3, log: (m) => notes.push(m) });
+    const all = chainLines(genesisState(), await allLines(dir)).state;
+    assert.equal(all.seq, 10);
+    assert.ok(sameState(store.chain, all));
+    assert.deepStrictEqual(notes, []);
+    assert.equal(await Deno.readTextFile(path3), intact3);
+    assert.equal(await Deno.readTextFile(path4), intact4);
+    assert.equal((await Deno.stat(path4)).mode! & 0o777, 0o600);
+    assert.deepStrictEqual(
+      [await Deno.readTextFile(join(dir, chainFileName(1))), await Deno.readTextFile(join(dir, chainFileName(2)))],
+      intact12,
+    );
+    assert.ok(sameState(await verifyChain(dir), all));
+    // Writing goes on in file 5, its header where file 4 ended.
+    await store.append(lines(10, 4), 4);
+    await store.chained();
+    const after = store.chain;
+    await store.close();
+    assert.deepStrictEqual(await listDataFiles(dir), [1, 2, 3, 4, 5, 6].map((i) => dataFileName(i)));
+    assert.equal(after.seq, 14);
+    assert.ok(sameState(await verifyChain(dir), after));
+    assert.ok(sameState(chainLines(genesisState(), await allLines(dir)).state, after));
+    const header5 = parseChainFile(await Deno.readTextFile(join(dir, chainFileName(5))), "c").prev;
+    assert.ok(sameState(header5, all));
+  });
+});
+
+/** Appends 50 batches of 1-5 entries, some at once (one group), some a turn apart; returns the count. */
+async function appendMany(store: RotatingStore): Promise<number> {
+  const pending: Promise<void>[] = [];
+  let id = 0;
+  for (let i = 0; i < 50; i++) {
+    const n = 1 + (i * 7) % 5;
+    pending.push(store.append(lines(id, n), n, { stream: `s${i % 3}`, seq: i }));
+    id += n;
+    if (i % 4 === 3) await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  await Promise.all(pending);
+  return id;
+}
+
+/** Name -> text of every chain file of `dir`. */
+async function chainTexts(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const set of await listStoreFiles(dir)) if (set.chain) out.set(set.chain, await readStoreText(dir, set.chain));
+  return out;
+}
+
+/**
+ * Counts Workers made and terminated while it is installed. Deno's test sanitizers do not report a Worker left
+ * running, so the tests that expect the store to stop its hashing worker count them.
+ */
+function trackWorkers(): { made: () => number; terminated: () => number; restore: () => void } {
+  const Original = globalThis.Worker;
+  let made = 0;
+  let terminated = 0;
+  globalThis.Worker = class extends Original {
+    constructor(...args: ConstructorParameters<typeof Worker>) {
+      super(...args);
+      made++;
+    }
+    override terminate(): void {
+      terminated++;
+      super.terminate();
+    }
+  };
+  return { made: () => made, terminated: () => terminated, restore: () => globalThis.Worker = Original };
+}
+
+Deno.test("RotatingStore with hashInWorker gives the same chain as inline hashing under concurrent appends", async () => {
+  const inlineDir = await Deno.makeTempDir();
+  const workerDir = await Deno.makeTempDir();
+  const workers = trackWorkers();
+  try {
+    const inline = await RotatingStore.open({ dir: inlineDir, rotateEntries: 7 });
+    assert.equal(workers.made(), 0, "inline hashing starts no worker");
+    const worker = await RotatingStore.open({ dir: workerDir, rotateEntries: 7, hashInWorker: true });
+    assert.equal(workers.made(), 1, "hashInWorker starts one worker");
+    const [n, m] = await Promise.all([appendMany(inline), appendMany(worker)]);
+    assert.equal(n, m);
+    await Promise.all([inline.chained(), worker.chained()]);
+    const [inlineChain, workerChain] = [inline.chain, worker.chain];
+    assert.equal(workers.terminated(), 0);
+    await Promise.all([inline.close(), worker.close()]);
+    assert.equal(workers.terminated(), 1, "close() stops the hashing worker");
+    assert.equal(workerChain.seq, n);
+    assert.ok(sameState(workerChain, inlineChain));
+    assert.deepStrictEqual(await allLines(workerDir), await allLines(inlineDir));
+    const texts = await chainTexts(workerDir);
+    assert.ok(texts.size >= Math.ceil(n / 7), `${texts.size} chain files for ${n} entries`);
+    assert.deepStrictEqual(texts, await chainTexts(inlineDir));
+    assert.ok(sameState(await verifyChain(workerDir), workerChain));
+    const final = replayCommitLog(await Deno.readTextFile(join(workerDir, COMMIT_LOG_NAME))).state;
+    assert.ok(final.chain && sameState(final.chain, workerChain));
+    // Restarted in worker mode, it goes on from there.
+    const again = await RotatingStore.open({ dir: workerDir, rotateEntries: 7, hashInWorker: true });
+    assert.ok(sameState(again.chain, workerChain));
+    await again.append(lines(n, 3), 3);
+    await again.chained();
+    const after = again.chain;
+    await again.close();
+    assert.deepStrictEqual([workers.made(), workers.terminated()], [2, 2]);
+    assert.equal(after.seq, n + 3);
+    assert.ok(sameState(await verifyChain(workerDir), after));
+  } finally {
+    workers.restore();
+    await Deno.remove(inlineDir, { recursive: true });
+    await Deno.remove(workerDir, { recursive: true });
+  }
+});
+
+Deno.test("RotatingStore: commit records never put the chain ahead of the data; the one written at close has it all", async () => {
+  await withDir(async (dir) => {
+    const store = await RotatingStore.open({ dir, rotateEntries: 6, hashInWorker: true });
+    const n = await appendMany(store);
+    // Read while the chainer may still be behind.
+    const during = await Deno.readTextFile(join(dir, COMMIT_LOG_NAME));
+    await store.chained();
+    const chain = store.chain;
+    await store.close();
+    assert.equal(chain.seq, n);
+    const text = await Deno.readTextFile(join(dir, COMMIT_LOG_NAME));
+    assert.ok(text.startsWith(during));
+    // Entries stored up to each record's position: the chain it names may lag, never lead.
+    const files = new Map<number, Uint8Array>();
+    for (const set of await listStoreFiles(dir)) files.set(set.index, await readStoreFile(dir, set.data!));
+    const entriesUpTo = (file: number, offset: number) => {
+      let count = 0;
+      for (const [index, data] of files) {
+        const part = index < file ? data : index === file ? data.subarray(0, offset) : new Uint8Array(0);
+        for (const b of part) if (b === 0x0a) count++;
+      }
+      return count;
+    };
+    const records = text.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    assert.ok(records.length > 2);
+    let lastSeq = 0;
+    for (const r of records) {
+      assert.ok(r.seq <= entriesUpTo(r.file, r.offset), JSON.stringify(r));
+      assert.ok(r.seq >= lastSeq, "the chain in the commit log goes back");
+      lastSeq = r.seq;
+    }
+    const lastDuring = replayCommitLog(during).state;
+    assert.ok(lastDuring.chain !== null && lastDuring.chain.seq <= n);
+    // The record written by close() has the whole chain at the end of the data.
+    const { state } = replayCommitLog(text);
+    assert.ok(state.chain && sameState(state.chain, chain));
+    assert.ok(sameState(state.chain, chainLines(genesisState(), await allLines(dir)).state));
+    const lastSet = (await listStoreFiles(dir)).at(-1)!;
+    assert.deepStrictEqual(state.position, { file: lastSet.index, offset: files.get(lastSet.index)!.length });
+  });
+});
+
+Deno.test("RotatingStore.open() chains a data file with no chain file from the end of the previous, compressed chain file", async () => {
+  await withDir(async (dir) => {
+    let store = await RotatingStore.open({ dir, rotateEntries: 3 });
+    await store.append(lines(0, 7), 7);
+    await store.close();
+    // Files 1 and 2 were compressed (data and chain, as the archiver does); file 3's chain file was never made.
+    const intact3 = await Deno.readTextFile(join(dir, chainFileName(3)));
+    for (const i of [1, 2]) {
+      await gzipInPlace(dir, dataFileName(i));
+      await gzipInPlace(dir, chainFileName(i));
+    }
+    await Deno.remove(join(dir, chainFileName(3)));
+    assert.deepStrictEqual(
+      (await listStoreFiles(dir)).map((s) => [s.data, s.chain]),
+      [
+        [dataFileName(1, { gz: true }), chainFileName(1) + ".gz"],
+        [dataFileName(2, { gz: true }), chainFileName(2) + ".gz"],
+        [dataFileName(3), null],
+      ],
+    );
+    const end2 = parseChainFile(await readStoreText(dir, chainFileName(2) + ".gz"), "c").records.at(-1)!;
+    assert.equal(end2.seq, 6);
+    store = await RotatingStore.open({ dir, rotateEntries: 3 });
+    const all = chainLines(genesisState(), await allLines(dir)).state;
+    assert.equal(all.seq, 7);
+    assert.ok(sameState(store.chain, all));
+    const rebuilt = await Deno.readTextFile(join(dir, chainFileName(3)));
+    assert.equal(rebuilt, intact3);
+    const prev = { seq: end2.seq, head: end2.hash };
+    assert.equal(
+      rebuilt,
+      formatChainHeader(3, prev) + chainLines(prev, await readStoreFile(dir, dataFileName(3))).records,
+    );
+    await store.append(lines(7, 2), 2);
+    await store.chained();
+    const after = store.chain;
+    await store.close();
+    assert.equal(after.seq, 9);
+    assert.ok(sameState(after, chainLines(genesisState(), await allLines(dir)).state));
+    const header4 = parseChainFile(await Deno.readTextFile(join(dir, chainFileName(4))), "c").prev;
+    assert.ok(sameState(header4, all));
+  });
+});
+
+Deno.test("RotatingStore.open() takes a compressed chain file whose data is compressed as complete, leveling only what follows", async () => {
+  await withDir(async (dir) => {
+    let store = await RotatingStore.open({ dir, rotateEntries: 3 });
+    await store.append(lines(0, 5), 5);
+    await store.close();
+    await gzipInPlace(dir, dataFileName(1));
+    await gzipInPlace(dir, chainFileName(1));
+    // File 2's chain file lost its tail: it is leveled from its own header.
+    const path2 = join(dir, chainFileName(2));
+    const intact2 = await Deno.readTextFile(path2);
+    await keepLines(path2, 2);
+    store = await RotatingStore.open({ dir, rotateEntries: 3 });
+    assert.equal(store.chain.seq, 5);
+    assert.ok(sameState(store.chain, chainLines(genesisState(), await allLines(dir)).state));
+    await store.close();
+    assert.equal(await Deno.readTextFile(path2), intact2);
+  });
+});
+
+Deno.test({
+  name: "RotatingStore.open() rebuilds a lost chain file of data file 1 from genesis, not from the commit log's chain",
+  fn: async () => {
+    await withDir(async (dir) => {
+      let store = await RotatingStore.open({ dir, rotateEntries: 10 });
+      await store.append(lines(0, 3), 3);
+      await store.close();
+      const path = join(dir, chainFileName(1));
+      const intact = await Deno.readTextFile(path);
+      await Deno.remove(path);
+      store = await RotatingStore.open({ dir, rotateEntries: 10 });
+      const chain = store.chain;
+      await store.close();
+      assert.equal(chain.seq, 3);
+      assert.equal(await Deno.readTextFile(path), intact);
+      assert.ok(sameState(await verifyChain(dir), chain));
+    });
+  },
+});
