@@ -23,8 +23,7 @@
  * @module
  */
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { gzip } from "node:zlib";
+import { createGzip, type Gzip } from "node:zlib";
 import { syncDir, writeAll } from "./commit_log.ts";
 import { type ChainState, parseChainFile } from "./entry_chain.ts";
 import { type EncryptionKey, SealedWriter } from "./sealed_file.ts";
@@ -39,7 +38,21 @@ import {
   type StoreFileSet,
 } from "./store_files.ts";
 
-const gzipAsync = promisify(gzip);
+/** Writes `chunk` into the gzip stream, waiting when its buffer is full. */
+async function feed(gz: Gzip, chunk: Uint8Array): Promise<void> {
+  if (!gz.write(chunk)) await new Promise<void>((resolve) => gz.once("drain", () => resolve()));
+}
+
+function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 const DAY_MS = 86_400_000;
 /** Plaintext bytes per sealed record of a compressed, encrypted file. */
@@ -297,28 +310,61 @@ export class StoreArchiver {
     if (isEncryptedName(name) && keys.length === 0) {
       throw new ArchiverError(`${name} is encrypted and no encryption key was given`);
     }
-    const plain = await readStoreFile(dir, name, keys);
-    const gz = new Uint8Array(await gzipAsync(plain, { level: 6 }));
-    const parts: Uint8Array[] = [];
-    if (key) {
-      const sealer = await SealedWriter.create(key);
-      parts.push(sealer.header);
-      for (let at = 0; at < gz.length; at += SEAL_CHUNK_BYTES) {
-        parts.push(await sealer.seal(gz.subarray(at, at + SEAL_CHUNK_BYTES)));
-      }
-    } else {
-      parts.push(gz);
-    }
     const tmp = join(dir, `${final}.tmp`);
     await removeIfExists(tmp);
     let bytesAfter = 0;
     try {
       const file = await Deno.open(tmp, { createNew: true, write: true, mode: 0o600 });
       try {
-        for (const part of parts) {
-          await writeAll(file, part);
-          bytesAfter += part.length;
+        const sealer = key ? await SealedWriter.create(key) : null;
+        const write = async (bytes: Uint8Array) => {
+          await writeAll(file, bytes);
+          bytesAfter += bytes.length;
+        };
+        if (sealer) await write(sealer.header);
+        // Streamed, so that compressing a large file does not hold it (and its gzip) in memory whole.
+        const gz = createGzip({ level: 6 });
+        const output = (async () => {
+          let pending: Uint8Array[] = [];
+          let pendingBytes = 0;
+          const flush = async () => {
+            if (pendingBytes === 0) return;
+            const chunk = concatBytes(pending, pendingBytes);
+            pending = [];
+            pendingBytes = 0;
+            await write(sealer ? await sealer.seal(chunk) : chunk);
+          };
+          for await (const chunk of gz as AsyncIterable<Uint8Array>) {
+            pending.push(new Uint8Array(chunk));
+            pendingBytes += chunk.length;
+            if (pendingBytes >= SEAL_CHUNK_BYTES) await flush();
+          }
+          await flush();
+        })();
+        try {
+          if (isEncryptedName(name)) {
+            // Sealed records are authenticated whole: read (and check) the file at once.
+            await feed(gz, await readStoreFile(dir, name, keys));
+          } else {
+            const source = await Deno.open(join(dir, name), { read: true });
+            try {
+              for await (const chunk of source.readable) await feed(gz, chunk);
+            } catch (err) {
+              try {
+                source.close();
+              } catch {
+                // already closed by the stream
+              }
+              throw err;
+            }
+          }
+          gz.end();
+        } catch (err) {
+          gz.destroy(err as Error);
+          await output.catch(() => {});
+          throw err;
         }
+        await output;
         await file.sync();
       } finally {
         file.close();

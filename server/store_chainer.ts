@@ -29,7 +29,7 @@ export interface ChainerOptions {
   hasher: ChainHasher | null;
   /** Called when a data file's chain file is complete (the chainer moved on to a later file). */
   onFileChained?: (index: number) => void;
-  /** Queue bound. Default 64 MiB. */
+  /** Queue bound. Default 8 MiB. */
   maxQueuedBytes?: number;
 }
 
@@ -55,7 +55,7 @@ export class StoreChainer {
   /** @param state the chain over everything already in chain files */
   constructor(options: ChainerOptions, state: ChainState) {
     this.#options = options;
-    this.#max = options.maxQueuedBytes ?? 64 << 20;
+    this.#max = options.maxQueuedBytes ?? 8 << 20;
     this.#state = state;
   }
 
