@@ -518,6 +518,21 @@ async function cutUncommitted(
   await syncDir(dir);
 }
 
+/** Whether the file holds at least one newline-terminated line. */
+async function hasCompleteLine(path: string): Promise<boolean> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await file.read(buf);
+      if (n === null) return false;
+      if (buf.subarray(0, n).includes(NEWLINE)) return true;
+    }
+  } finally {
+    file.close();
+  }
+}
+
 /** Where a parsed chain file ends: its last record, or its header's start when it has none. */
 function chainEnd(chain: { prev: ChainState; records: { seq: number; hash: Uint8Array }[] }): ChainState {
   const last = chain.records.at(-1);
@@ -552,6 +567,11 @@ async function levelChainFiles(
       continue;
     }
     let prev = end;
+    if (set.chain !== null && !isCompressedName(set.chain) && !(await hasCompleteLine(join(dir, set.chain)))) {
+      // The chainer was stopped between creating the file and writing its header: as good as missing.
+      await Deno.remove(join(dir, set.chain));
+      set.chain = null;
+    }
     if (set.chain === null && prev === null) {
       const before = sets[i - 1];
       if (before?.chain) prev = chainEnd(await readChainFile(dir, before.chain));

@@ -777,3 +777,24 @@ Deno.test({
     });
   },
 });
+
+Deno.test("RotatingStore.open() treats a chain file killed before its header was written as missing", async () => {
+  for (const leftover of ["", '{"chain":1,"file":3,"prev_s']) {
+    await withDir(async (dir) => {
+      let store = await RotatingStore.open({ dir, rotateEntries: 3 });
+      await store.append(lines(0, 8), 8);
+      await store.close();
+      // SIGKILL between creating tlslog-00000003.chain and writing its header.
+      await Deno.writeTextFile(join(dir, chainFileName(3)), leftover);
+      store = await RotatingStore.open({ dir, rotateEntries: 3 });
+      const all = chainLines(genesisState(), await allLines(dir)).state;
+      assert.ok(sameState(store.chain, all), JSON.stringify(leftover));
+      await store.append(lines(8, 2), 2);
+      await store.chained();
+      const after = store.chain;
+      await store.close();
+      assert.ok(sameState(await verifyChain(dir), after));
+      assert.equal(after.seq, 10);
+    });
+  }
+});

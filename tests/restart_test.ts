@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { listDataFiles } from "../server/rotating_store.ts";
 import { freePort, waitFor } from "./fault_support.ts";
-import { readStored, ROOT, spawnServe, testCerts } from "./test_support.ts";
+import { readStored, ROOT, runTlslog, spawnServe, testCerts } from "./test_support.ts";
 
 const TOTAL = 100_000;
 
@@ -71,6 +71,10 @@ Deno.test("send of 100,000 entries survives the collector being killed with SIGK
     // The commit log brings back what was stored before the kill: nothing is stored twice.
     assert.equal(ids.length, TOTAL, `${ids.length - TOTAL} duplicates`);
     assert.match(new TextDecoder().decode(out.stdout), /acknowledged\s+100,000\n/);
+    // And the store's hash chain and checkpoints verify after the kill, the restart and the stop.
+    const verified = await runTlslog(["verify", dataDir, "--pubkey", join((await testCerts()).dir, "checkpoint.pub")]);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    assert.match(verified.stdout, /^OK: .*entries 1\.\.100000 /m);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
