@@ -307,17 +307,15 @@ export class RotatingStore {
         await this.#chainer.room();
         if (this.#chainer.failure) throw this.#chainer.failure;
         const streams = new Map<string, number>();
-        const parts: Uint8Array[] = [];
         let count = 0;
+        // Written batch by batch, not joined: a group of many large batches is not copied whole.
         for (const item of group) {
           if (item.count > 0) {
-            parts.push(item.data);
+            await this.#write(item.data, item.count);
             count += item.count;
           }
           if (item.progress) streams.set(item.progress.stream, item.progress.seq);
         }
-        // One write (one encrypted record) per group and file.
-        if (count > 0) await this.#write(parts.length === 1 ? parts[0]! : concat(parts), count);
         if (count > 0 || streams.size > 0) {
           const batch = this.#fsync.kind === "batch";
           if (batch && this.#file && count > 0) {
@@ -456,16 +454,6 @@ export class RotatingStore {
       this.#commits.close();
     }
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** How many of the first `max` lines of `data` fit within `bytes`. */
