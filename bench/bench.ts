@@ -20,10 +20,12 @@
  *
  *   deno task bench [--entries 300000] [--v1-entries 20000] [--senders 8] [--runs 3]
  *                   [--clients 100] [--client-entries 1000] [--latency-seconds 5] [--no-syslog-ng] [--keep]
- *                   [--only store|e2e]
+ *                   [--only store|e2e|fuzz]
  *
  * `--only store` runs just the store costs (about a minute; `--entries` and
- * `--runs` apply); `--only e2e` everything but them.
+ * `--runs` apply); `--only e2e` everything but them; `--only fuzz` just the
+ * long fuzz campaign (bench/fuzz.ts: 100,000 malformed inputs while 100,000
+ * entries are sent; fails when a Done-when condition fails).
  *
  * Progress goes to stderr; the report (machine, peers, table, ratios) to stdout.
  *
@@ -39,6 +41,7 @@ import { formatStoreCosts, measureStoreCostsInChild } from "./store_costs.ts";
 import { collect, killAll, ProcWatch, runToEnd, spawnProcess, statusWithin, type Usage } from "./procs.ts";
 import { type Availability, ensureSyslogNg, runSyslogNg } from "./syslog_ng.ts";
 import { type Stored, verifyStored } from "./verify.ts";
+import { runFuzzBench } from "./fuzz.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = join(ROOT, "main.ts");
@@ -70,7 +73,8 @@ if (flags.help) {
   console.log(
     [
       "Usage: deno task bench [--entries N] [--v1-entries N] [--senders N] [--runs N] [--clients N]",
-      "                       [--client-entries N] [--latency-seconds N] [--no-syslog-ng] [--keep] [--only store|e2e]",
+      "                       [--client-entries N] [--latency-seconds N] [--no-syslog-ng] [--keep]",
+      "                       [--only store|e2e|fuzz]",
       "  --entries N          entries sent by the throughput scenarios and by loggen (default 300000)",
       "  --v1-entries N       entries sent by the v1 baseline, one frame each (default 20000)",
       "  --senders N          concurrent send processes of the multi-connection scenario (default 8)",
@@ -84,6 +88,8 @@ if (flags.help) {
       "  --only store         only the store costs (bench/store_costs.ts: chain hashing, store throughput",
       "                       against a plain append, verifyStore read-back; in process, no server)",
       "  --only e2e           everything but the store costs",
+      "  --only fuzz          only the fuzz campaign (bench/fuzz.ts: 100,000 malformed inputs against serve while",
+      "                       100,000 entries are sent; run bench/fuzz.ts directly to change its numbers)",
     ].join("\n"),
   );
   Deno.exit(0);
@@ -98,11 +104,11 @@ function positiveInt(name: string, text: string): number {
   return n;
 }
 
-if (flags.only !== undefined && flags.only !== "store" && flags.only !== "e2e") {
-  console.error(`bench: --only must be "store" or "e2e", got "${flags.only}"`);
+if (flags.only !== undefined && flags.only !== "store" && flags.only !== "e2e" && flags.only !== "fuzz") {
+  console.error(`bench: --only must be "store", "e2e" or "fuzz", got "${flags.only}"`);
   Deno.exit(2);
 }
-const ONLY = flags.only as "store" | "e2e" | undefined;
+const ONLY = flags.only as "store" | "e2e" | "fuzz" | undefined;
 const ENTRIES = positiveInt("entries", flags.entries);
 const V1_ENTRIES = Math.min(positiveInt("v1-entries", flags["v1-entries"]), ENTRIES);
 const SENDERS = Math.min(positiveInt("senders", flags.senders), ENTRIES);
@@ -605,6 +611,13 @@ async function main(): Promise<void> {
   try {
     if (ONLY === "store") {
       await storeCostsOnly(tmp, benchStarted);
+      return;
+    }
+    if (ONLY === "fuzz") {
+      const { ok, text } = await runFuzzBench({ log: (m) => progress(`fuzz: ${m}`) });
+      console.log(["## tlslog benchmark: fuzz campaign (--only fuzz)", "", await machineLine(), "", text].join("\n"));
+      console.log(`\n- bench total ${((performance.now() - benchStarted) / 1000).toFixed(1)} s`);
+      if (!ok) Deno.exitCode = 1;
       return;
     }
     const certDir = join(tmp, "certs");

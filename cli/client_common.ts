@@ -14,7 +14,15 @@ import { createDeidentifier, type Deidentifier } from "../shared/deidentify.ts";
 import { createFf1Cipher } from "../shared/ff1_cipher.ts";
 import { type CompiledPolicy, loadPolicy } from "../shared/privacy_policy.ts";
 import { createPseudonymizer, parseKey } from "../shared/pseudonymizer.ts";
-import { type CommandSpec, durationFlag, type FlagSpec, intFlag, type ParsedFlags, stringFlag } from "./flags.ts";
+import {
+  type CommandSpec,
+  durationFlag,
+  type FlagSpec,
+  intFlag,
+  type ParsedFlags,
+  stringFlag,
+  UsageError,
+} from "./flags.ts";
 
 /** The default CA: $TLSLOG_CA, else certs/ca.crt when it exists. */
 export function defaultCaPath(): string | undefined {
@@ -34,6 +42,8 @@ export const CONNECT_FLAGS: Record<string, FlagSpec> = {
       "CA certificate to verify the collector with (default: $TLSLOG_CA, else certs/ca.crt if present, else system roots)",
   },
   insecure: { type: "boolean", help: "DANGEROUS: do not verify the collector's certificate or host name" },
+  cert: { type: "string", arg: "file", help: "client certificate (PEM) for a collector that requires mutual TLS" },
+  key: { type: "string", arg: "file", help: "the client certificate's private key (PEM)" },
 };
 
 /** Flags of commands that de-identify entries before sending them. */
@@ -113,7 +123,32 @@ export const SEND_FLAGS: Record<string, FlagSpec> = {
   "gzip-level": { type: "string", default: "1", help: "gzip level 1 (fastest) to 9 (smallest)" },
   retries: { type: "string", default: "10", help: "failed connection attempts in a row before giving up" },
   "retry-max-delay": { type: "string", default: "30s", help: "cap of the exponential backoff (1 s, 2 s, 4 s ...)" },
+  rate: {
+    type: "string",
+    arg: "entries/s",
+    help: "send at most this many entries per second on average (e.g. 500 or 0.5); the input is slowed, " +
+      "nothing is dropped; bursts of one batch or 0.1 s worth (default: no limit)",
+  },
 };
+
+/** The highest --rate, in entries per second. */
+export const MAX_RATE = 10_000_000;
+
+/** Reads --rate (entries per second, fractions allowed), or undefined when it is not given. */
+export function rateFlag(flags: ParsedFlags, spec: CommandSpec): number | undefined {
+  const raw = stringFlag(flags, "rate");
+  if (raw === undefined) return undefined;
+  const n = /^(\d+(\.\d*)?|\.\d+)$/.test(raw.trim()) ? Number(raw) : NaN;
+  if (!(n > 0 && n <= MAX_RATE)) {
+    throw new UsageError(
+      `--rate must be a number of entries per second above 0 and at most ${
+        MAX_RATE.toLocaleString("en-US")
+      } (e.g. 500 or 0.5), got "${raw}"`,
+      spec.name,
+    );
+  }
+  return n;
+}
 
 /** Builds transport options from the connection flags; warns loudly for --insecure. */
 export function transportFromFlags(flags: ParsedFlags, spec: CommandSpec, warn: (m: string) => void): TransportOptions {
@@ -125,12 +160,19 @@ export function transportFromFlags(flags: ParsedFlags, spec: CommandSpec, warn: 
         "anyone on the network path can read and alter these logs.",
     );
   }
+  const certPath = stringFlag(flags, "cert");
+  const keyPath = stringFlag(flags, "key");
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    throw new UsageError("--cert and --key go together: give both or neither", spec.name);
+  }
   return {
     host: stringFlag(flags, "host")!,
     port: intFlag(flags, spec, "port", 1, 65535),
     caCert: caPath && !insecure ? readPemFile(caPath, "--ca") : undefined,
     insecure,
     alpnProtocols: [ALPN_V2],
+    clientCert: certPath ? readPemFile(certPath, "--cert") : undefined,
+    clientKey: keyPath ? readPemFile(keyPath, "--key") : undefined,
   };
 }
 
@@ -150,6 +192,7 @@ export function senderFromFlags(
     gzipLevel: intFlag(flags, spec, "gzip-level", 1, 9),
     retries: intFlag(flags, spec, "retries", 0, 1_000_000),
     backoff: { maxMs: durationFlag(flags, spec, "retry-max-delay", 1000, 3_600_000) },
+    rateLimit: rateFlag(flags, spec),
     onEvent,
     ...extra,
   });
@@ -178,7 +221,7 @@ export function reportEvents(command: string): EventReporter {
       const line = `\r${command}: ${s.entries.toLocaleString("en-US")} read, ` +
         `${s.acknowledged.toLocaleString("en-US")} acknowledged, ${
           Math.round(s.acknowledged / secs).toLocaleString("en-US")
-        }/s`;
+        }/s${s.rateLimit === null ? "" : `; ${formatRateLimit(s)}`}`;
       Deno.stderr.writeSync(encoder.encode(line + "\x1b[K"));
       shown = true;
     }, 500)
@@ -214,6 +257,13 @@ export function reportEvents(command: string): EventReporter {
   };
 }
 
+/** `rate limit 1,000 entries/s: waited 4.2 s in all`, for a sender with a rate limit. */
+export function formatRateLimit(summary: SendSummary, label = true): string {
+  const rate = (summary.rateLimit ?? 0).toLocaleString("en-US", { maximumFractionDigits: 3 });
+  const text = `${rate} entries/s: waited ${(summary.rateLimitWaitMs / 1000).toFixed(1)} s in all`;
+  return label ? `rate limit ${text}` : text;
+}
+
 /** The closing summary, one `name value` row per line. */
 export function formatSummary(summary: SendSummary, seconds: number, extra: [string, string | number][] = []): string {
   const ratio = summary.rawBytes === 0 ? 0 : summary.compressedBytes / summary.rawBytes;
@@ -234,6 +284,7 @@ export function formatSummary(summary: SendSummary, seconds: number, extra: [str
     ["spool entries", summary.spoolEntries],
     ["spool bytes", summary.spoolBytes],
     ["oldest unacked age", summary.oldestUnackedMs === null ? "-" : `${(summary.oldestUnackedMs / 1000).toFixed(1)} s`],
+    ...(summary.rateLimit === null ? [] : [["rate limit", formatRateLimit(summary, false)] as [string, string]]),
     ["seconds", seconds.toFixed(2)],
     ["entries/s", Math.round(summary.acknowledged / Math.max(seconds, 1e-3))],
   ];

@@ -17,6 +17,7 @@ import { createPseudonymizer } from "../shared/pseudonymizer.ts";
 import { type CommandSpec, formatHelp, intFlag, parseFlags, stringFlag } from "./flags.ts";
 import { DEFAULT_SIGNING_KEY, loadCheckpointSigner, type Service, startService } from "./serve.ts";
 import { listenForStop, waitForStopSignal } from "./stop_signal.ts";
+import { generateDashboardToken } from "../dashboard/dashboard_app.ts";
 
 /** The command's flags and help. */
 export const demoSpec: CommandSpec = {
@@ -42,6 +43,7 @@ export async function runDemo(args: string[]): Promise<number> {
   }
   const certs = stringFlag(flags, "certs")!;
   const rate = intFlag(flags, demoSpec, "rate", 1, 10_000);
+  const dashboardToken = Deno.env.get("TLSLOG_DASHBOARD_TOKEN") ?? generateDashboardToken();
   const stop = listenForStop();
   let service: Service;
   try {
@@ -60,6 +62,7 @@ export async function runDemo(args: string[]): Promise<number> {
       },
       "127.0.0.1",
       intFlag(flags, demoSpec, "dashboard-port", 0, 65535),
+      dashboardToken,
     );
   } catch (err) {
     stop.dispose();
@@ -80,7 +83,9 @@ export async function runDemo(args: string[]): Promise<number> {
     lingerMs: 100,
   });
   console.log(`tlslog demo: collector on tls://127.0.0.1:${collector.port}, data in ${stringFlag(flags, "data-dir")}`);
-  console.log(`tlslog demo: dashboard at ${service.dashboardUrl ?? "off"}`);
+  console.log(
+    `tlslog demo: dashboard at ${service.dashboardUrl ? `${service.dashboardUrl}?token=${dashboardToken}` : "off"}`,
+  );
   console.log(`tlslog demo: sending ${rate} simulated consultation logs per second; Ctrl-C stops`);
   let running = true;
   const stream = (async () => {

@@ -60,6 +60,7 @@ export const sendSpec: CommandSpec = {
     "tlslog send --ca certs/ca.crt app.jsonl",
     "tail -n 100 app.jsonl | tlslog send --host collector.example --ca ca.crt -",
     "tlslog send --follow --spool /var/lib/tlslog/spool /var/log/app.jsonl",
+    "tlslog send --rate 1000 backlog.jsonl",
     "tlslog send --policy shared/privacy_policy_default.json --anon-key-file anon.key visits.jsonl",
   ],
 };
@@ -149,6 +150,8 @@ export async function runSend(args: string[]): Promise<number> {
       spool,
       spoolMaxBytes,
       whenFull,
+      // A stop ends rate-limit waits: what was read is delivered without further delay.
+      signal: stop.signal,
     });
     events.track(sender);
     if (spool && spool.stats.batches > 0) {

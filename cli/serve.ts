@@ -23,7 +23,9 @@ import {
   UsageError,
 } from "./flags.ts";
 import { listenForStop, waitForStopSignal } from "./stop_signal.ts";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { generateDashboardToken } from "../dashboard/dashboard_app.ts";
+import type { TlsFiles } from "../server/tls_credentials.ts";
 import { readEncryptionKey } from "../server/sealed_file.ts";
 import { ensureSigningKey, type NoteSigner } from "../server/signed_note.ts";
 import { VERIFIER_KEY_NAME } from "../server/store_checkpoint.ts";
@@ -39,6 +41,27 @@ export const serveSpec: CommandSpec = {
     port: { type: "string", default: "8443", help: "TLS port (0 picks a free one)" },
     cert: { type: "string", default: "certs/server.crt", arg: "file", help: "server certificate chain (PEM)" },
     key: { type: "string", default: "certs/server.key", arg: "file", help: "server private key (PEM)" },
+    "tls-min": {
+      type: "string",
+      default: "1.3",
+      arg: "version",
+      help: "lowest TLS version accepted: 1.3, or 1.2 (AEAD cipher suites only)",
+    },
+    "client-ca": {
+      type: "string",
+      arg: "file",
+      help: "require client certificates (mutual TLS) that chain to this CA (PEM)",
+    },
+    "allow-clients": {
+      type: "string",
+      arg: "names",
+      help: "with --client-ca: comma-separated client identities (CN or SAN; *.suffix) that may publish",
+    },
+    "dashboard-token": {
+      type: "string",
+      arg: "token",
+      help: "token the dashboard requires (else $TLSLOG_DASHBOARD_TOKEN, else one is generated and printed)",
+    },
     "data-dir": { type: "string", default: "./data", arg: "dir", help: "where the .jsonl files go" },
     "rotate-entries": { type: "string", default: "10", help: "entries per file before a new file is started" },
     "rotate-bytes": {
@@ -113,11 +136,25 @@ export function parseFsyncMode(text: string): FsyncMode {
 export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions {
   const certPath = stringFlag(flags, "cert")!;
   const keyPath = stringFlag(flags, "key")!;
+  const clientCaPath = stringFlag(flags, "client-ca");
+  const allow = stringFlag(flags, "allow-clients");
+  if (allow !== undefined && clientCaPath === undefined) {
+    throw new UsageError("--allow-clients needs --client-ca: without mutual TLS no client has an identity", "serve");
+  }
+  const allowClients = allow?.split(",").map((s) => s.trim()).filter(Boolean);
+  if (allowClients !== undefined && allowClients.length === 0) {
+    throw new UsageError("--allow-clients needs at least one name", "serve");
+  }
+  const tlsMin = choiceFlag(flags, serveSpec, "tls-min", ["1.2", "1.3"] as const);
   return {
     host: stringFlag(flags, "host")!,
     port: intFlag(flags, serveSpec, "port", 0, 65535),
     cert: readPemFile(certPath, "--cert"),
     key: readPemFile(keyPath, "--key"),
+    minTlsVersion: tlsMin === "1.2" ? "TLSv1.2" : "TLSv1.3",
+    clientCa: clientCaPath ? readPemFile(clientCaPath, "--client-ca") : undefined,
+    allowClients,
+    tlsFiles: { cert: certPath, key: keyPath, clientCa: clientCaPath },
     dataDir: stringFlag(flags, "data-dir")!,
     rotateEntries: intFlag(flags, serveSpec, "rotate-entries", 1, 1_000_000_000),
     rotateBytes: stringFlag(flags, "rotate-bytes") === undefined
@@ -203,11 +240,13 @@ export async function startService(
   options: CollectorOptions,
   dashboardHost: string,
   dashboardPort: number,
+  dashboardToken: string,
 ): Promise<Service> {
   const collector = await startCollector(options);
   let http: Deno.HttpServer | null = null;
   if (dashboardPort !== 0) {
     const app = createDashboardApp({
+      token: dashboardToken,
       stats: () => collector.stats(),
       onAccess: (access) => collector.audit("dashboard_access", { ...access }),
     });
@@ -228,6 +267,42 @@ export async function startService(
     async close() {
       await collector.close();
       await http?.shutdown();
+    },
+  };
+}
+
+/**
+ * Reloads the TLS material on SIGHUP and when one of its files changes
+ * (written, replaced or renamed into place; changes are gathered for 300 ms
+ * so that a certificate and key written one after the other load together).
+ */
+export function watchTlsFiles(collector: Collector, files: TlsFiles): { close(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reload = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void collector.reloadTls(), 300);
+  };
+  const paths = [files.cert, files.key, files.clientCa].filter((p): p is string => p !== undefined).map((p) =>
+    resolve(p)
+  );
+  const dirs = [...new Set(paths.map((p) => dirname(p)))];
+  const watcher = Deno.watchFs(dirs, { recursive: false });
+  void (async () => {
+    try {
+      for await (const event of watcher) {
+        if (event.paths.some((p) => paths.includes(resolve(p)))) reload();
+      }
+    } catch {
+      // closed
+    }
+  })();
+  const onHup = () => reload();
+  Deno.addSignalListener("SIGHUP", onHup);
+  return {
+    close() {
+      clearTimeout(timer);
+      Deno.removeSignalListener("SIGHUP", onHup);
+      watcher.close();
     },
   };
 }
@@ -270,11 +345,16 @@ export async function runServe(args: string[]): Promise<number> {
     options.onStored = (lines) => Deno.stdout.writeSync(lines);
   }
   const dashboardPort = intFlag(flags, serveSpec, "dashboard-port", 0, 65535);
+  const givenToken = stringFlag(flags, "dashboard-token") ?? Deno.env.get("TLSLOG_DASHBOARD_TOKEN");
+  if (givenToken !== undefined && givenToken.length < 16) {
+    throw new UsageError("--dashboard-token must be at least 16 characters", "serve");
+  }
+  const dashboardToken = givenToken ?? generateDashboardToken();
   // Signals are caught from before start-up: a SIGTERM as soon as the port is open still stops gracefully.
   const stop = listenForStop();
   let service: Service;
   try {
-    service = await startService(options, stringFlag(flags, "dashboard-host")!, dashboardPort);
+    service = await startService(options, stringFlag(flags, "dashboard-host")!, dashboardPort, dashboardToken);
   } catch (err) {
     stop.dispose();
     throw err;
@@ -284,7 +364,15 @@ export async function runServe(args: string[]): Promise<number> {
     `dashboard ${service.dashboardUrl ?? "off"}, data in ${options.dataDir}`;
   if (print) console.error(line);
   else console.log(line);
+  if (givenToken === undefined && service.dashboardUrl) {
+    // Generated: shown once, here, so that whoever started the collector can open the dashboard.
+    console.error(
+      `tlslog serve: dashboard token ${dashboardToken} (open ${service.dashboardUrl}?token=${dashboardToken})`,
+    );
+  }
+  const reloads = watchTlsFiles(collector, options.tlsFiles!);
   const signal = await waitForStopSignal(stop);
+  reloads.close();
   console.error(`tlslog serve: ${signal}: finishing frames in flight`);
   await service.close();
   const s = collector.stats();

@@ -10,6 +10,7 @@
 import { backoffDelay, type BackoffOptions } from "../shared/backoff.ts";
 import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
 import { gzip } from "../shared/gzip.ts";
+import { TokenBucket } from "../shared/token_bucket.ts";
 import {
   type Ack,
   ALPN_V2,
@@ -59,8 +60,21 @@ export interface SenderOptions {
   spoolMaxBytes?: number;
   /** What to do when the spool is full. Default "block" (slow the input down). */
   whenFull?: "block" | "drop-oldest" | "drop-newest";
-  /** Clock for batch ages. */
+  /** Clock for batch ages; also the rate limit's clock when given (else a monotonic one). */
   now?: () => number;
+  /**
+   * Entries per second at most, on average (client-side rate limit; default
+   * none). Entries beyond it wait in {@linkcode Sender.add}/{@linkcode Sender.addChunk}
+   * before they are taken, so the input slows down and nothing is dropped.
+   * The burst is one batch or a tenth of a second's worth, whichever is more.
+   * With a spool, a chunk is taken whole (it is stored in one transaction
+   * with its read position), so a large chunk waits for all of its entries
+   * and then goes at once. Entries resumed from a spool are not counted: an
+   * earlier run took them.
+   */
+  rateLimit?: number;
+  /** Once aborted (a stop signal), rate-limit waits end: what was read is taken at once, to be delivered. */
+  signal?: AbortSignal;
 }
 
 /** Something the sender wants to tell its user. */
@@ -106,6 +120,10 @@ export interface SendSummary {
   spoolBytes: number;
   /** Age of the oldest unacknowledged batch in ms, or null when all are acknowledged. */
   oldestUnackedMs: number | null;
+  /** The rate limit in entries per second, or null without one. */
+  rateLimit: number | null;
+  /** Milliseconds the input waited for the rate limit, in all. */
+  rateLimitWaitMs: number;
 }
 
 /** The sender gave up: the connection failed more often in a row than allowed. */
@@ -149,8 +167,8 @@ const STATUS_INTERVAL_MS = 1000;
  */
 export class Sender {
   readonly #o:
-    & Required<Omit<SenderOptions, "onEvent" | "backoff" | "spool">>
-    & Pick<SenderOptions, "onEvent" | "backoff" | "spool">;
+    & Required<Omit<SenderOptions, "onEvent" | "backoff" | "spool" | "rateLimit" | "signal">>
+    & Pick<SenderOptions, "onEvent" | "backoff" | "spool" | "rateLimit" | "signal">;
   readonly #summary: SendSummary = {
     entries: 0,
     resumedFromSpool: 0,
@@ -167,6 +185,8 @@ export class Sender {
     spoolEntries: 0,
     spoolBytes: 0,
     oldestUnackedMs: null,
+    rateLimit: null,
+    rateLimitWaitMs: 0,
   };
   #entries: string[] = [];
   #sources: string[] = [];
@@ -190,6 +210,11 @@ export class Sender {
   #ackWaiters: (() => void)[] = [];
   /** Report STATUS at the next chance (after WELCOME, then every STATUS_INTERVAL_MS). */
   #sendStatus = false;
+  /** With a rate limit: its bucket, and how many entries are let in per wait. */
+  readonly #bucket: TokenBucket | null = null;
+  readonly #rateSlice: number = Infinity;
+  /** Rate-limit waits in progress: each ends early on a failure. */
+  readonly #rateWaiters = new Set<() => void>();
 
   /** @param options see {@linkcode SenderOptions} */
   constructor(options: SenderOptions) {
@@ -209,6 +234,18 @@ export class Sender {
       now: Date.now,
       ...options,
     };
+    const rate = this.#o.rateLimit;
+    if (rate !== undefined) {
+      if (!Number.isFinite(rate) || rate <= 0) {
+        throw new RangeError(`rateLimit must be a finite number of entries per second above 0, got ${rate}`);
+      }
+      const clock = options.now ?? (() => performance.now());
+      this.#bucket = new TokenBucket(rate, Math.max(this.#o.batchSize, rate / 10), clock);
+      // Let entries in by a fifth of a second's worth (at most a batch): a stop or a failure
+      // is noticed between waits, and a backlog goes out steadily rather than in long pauses.
+      this.#rateSlice = Math.max(1, Math.min(this.#o.batchSize, Math.floor(rate / 5)));
+      this.#summary.rateLimit = rate;
+    }
     if (this.#o.spool) {
       this.#o.stream = this.#o.spool.streamId;
       // Entries taken from the input by an earlier run and still unacknowledged.
@@ -232,7 +269,7 @@ export class Sender {
   /**
    * Adds entries (each one JSON object on one line). Resolves when there is
    * room for more: the caller is slowed down to the pace of the acks (or, with
-   * a spool, to the spool's capacity).
+   * a spool, to the spool's capacity), and to the rate limit when there is one.
    */
   async add(entries: string[], source: string, lineNos: number[]): Promise<void> {
     await this.addChunk(entries, source, lineNos);
@@ -245,7 +282,10 @@ export class Sender {
    * that everything taken from the input is on disk when this resolves.
    */
   async addChunk(entries: string[], source: string, lineNos: number[], meta?: Record<string, string>): Promise<void> {
+    // With a spool, the chunk's batches and its read position are stored together: it is let in whole.
+    const slice = this.#o.spool ? entries.length : this.#rateSlice;
     for (let i = 0; i < entries.length; i++) {
+      if (this.#bucket && i % slice === 0) await this.#throttle(Math.min(slice, entries.length - i));
       const entry = entries[i]!;
       this.#entries.push(entry);
       this.#sources.push(source);
@@ -261,12 +301,43 @@ export class Sender {
       if (meta) this.#cutBatch();
       await this.#handOver(meta);
     }
+    this.#armLinger();
+  }
+
+  /** Sends a partial batch once its entries waited `lingerMs`. */
+  #armLinger(): void {
     if (this.#entries.length > 0 && this.#linger === undefined) {
       this.#linger = setTimeout(() => {
         this.#cutBatch();
         this.#handOver().catch(() => {});
       }, this.#o.lingerMs);
     }
+  }
+
+  /**
+   * Waits until the rate limit lets `n` more entries in. The tokens are
+   * reserved first, so the wait is exact however late the timer fires.
+   */
+  async #throttle(n: number): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const waitMs = this.#bucket!.take(n);
+    if (waitMs <= 0 || this.#o.signal?.aborted) return;
+    // Entries let in before are not held back by this wait.
+    this.#armLinger();
+    const started = performance.now();
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#o.signal?.removeEventListener("abort", done);
+        this.#rateWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, waitMs);
+      this.#o.signal?.addEventListener("abort", done);
+      this.#rateWaiters.add(done);
+    });
+    this.#summary.rateLimitWaitMs += performance.now() - started;
+    if (this.#failure) throw this.#failure;
   }
 
   /** Moves staged batches to the spool or the send queue, waiting for room. */
@@ -474,6 +545,7 @@ export class Sender {
   #fail(err: Error): void {
     this.#failure = err;
     this.#releaseWindow();
+    for (const wake of [...this.#rateWaiters]) wake();
   }
 
   /** One connection's life. Returns whether any batch was answered on it. */
@@ -501,6 +573,11 @@ export class Sender {
       armWatchdog();
       const first = await answers.next();
       if (first.done) throw new SessionError("connection closed before WELCOME");
+      if (first.value.type === "nack") {
+        // The collector refused the session itself (e.g. a client identity not in --allow-clients): not retried.
+        const { code, error } = first.value.nack;
+        throw new ServerProtocolError(`the collector refused the connection: ${error} (${code})`);
+      }
       if (first.value.type !== "welcome") {
         throw new ServerProtocolError(`expected WELCOME, got ${first.value.type}`);
       }

@@ -59,6 +59,8 @@ Deno.test("Sender with no entries finishes without connecting", async () => {
     spoolEntries: 0,
     spoolBytes: 0,
     oldestUnackedMs: null,
+    rateLimit: null,
+    rateLimitWaitMs: 0,
   });
   assert.equal(connects, 0);
 });
@@ -153,5 +155,99 @@ Deno.test("Sender with a full spool in block mode waits for room and drops nothi
   } finally {
     spool.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Sender with a rate limit delays entries (burst of one batch) and delivers every one", async () => {
+  const { startTestCollector, testCerts, readStored } = await import("../tests/test_support.ts");
+  await using tc = await startTestCollector();
+  const { ca } = await testCerts();
+  const sender = new Sender({
+    connect: () => connectTransport({ host: "localhost", port: tc.port, caCert: ca, alpnProtocols: [ALPN_V2] }),
+    batchSize: 100,
+    rateLimit: 400,
+  });
+  const lines = Array.from({ length: 300 }, (_, i) => JSON.stringify({ id: i }));
+  const started = performance.now();
+  // In one call: the sender lets it in piece by piece.
+  await sender.add(lines, "t", lines.map((_, i) => i + 1));
+  const summary = await sender.finish();
+  const elapsed = performance.now() - started;
+  // Burst 100 (one batch), then 200 more at 400/s: at least 0.5 s. Only a lower bound: a deliberate delay.
+  assert.ok(elapsed >= 480, `took ${elapsed} ms`);
+  assert.ok(summary.rateLimitWaitMs >= 400, `waited ${summary.rateLimitWaitMs} ms`);
+  assert.deepStrictEqual([summary.entries, summary.acknowledged, summary.dropped, summary.rateLimit], [
+    300,
+    300,
+    0,
+    400,
+  ]);
+  const ids = (await readStored(tc.dataDir)).map((e) => e.id);
+  assert.deepStrictEqual(ids, lines.map((_, i) => i));
+});
+
+Deno.test("Sender rate-limit waits end on a failure and on the stop signal", async () => {
+  // The connection fails for good at once: the waiting add() rejects with that failure.
+  const failing = new Sender({
+    connect: () => Promise.reject(new Error("down")),
+    retries: 0,
+    batchSize: 1,
+    rateLimit: 0.5,
+  });
+  const started = performance.now();
+  await assert.rejects(failing.add(['{"a":1}', '{"a":2}'], "t", [1, 2]), RetriesExhaustedError);
+  assert.ok(performance.now() - started < 1500);
+  await assert.rejects(failing.finish(), RetriesExhaustedError);
+
+  // A stop ends the waits: the rest is taken at once (to be delivered), nothing is dropped.
+  const stop = new AbortController();
+  const stopped = new Sender({
+    connect: () => Promise.reject(new Error("down")),
+    retries: 1000,
+    sleep: () => new Promise<void>(() => {}),
+    batchSize: 1,
+    rateLimit: 0.5,
+    signal: stop.signal,
+  });
+  const adding = stopped.add(['{"a":1}', '{"a":2}', '{"a":3}'], "t", [1, 2, 3]);
+  setTimeout(() => stop.abort(), 50);
+  await adding;
+  assert.equal(stopped.summary.entries, 3);
+  assert.ok(stopped.summary.rateLimitWaitMs < 1500);
+});
+
+Deno.test("Sender with a rate limit and a spool takes each chunk whole, with its read position", async () => {
+  const { Spool } = await import("./spool.ts");
+  const dir = await Deno.makeTempDir();
+  const spool = Spool.open(dir);
+  try {
+    const sender = new Sender({
+      connect: () => Promise.reject(new Error("down")),
+      retries: 1000,
+      sleep: () => new Promise<void>(() => {}),
+      spool,
+      batchSize: 10,
+      rateLimit: 100,
+    });
+    const chunk = (n: number) => Array.from({ length: 20 }, (_, i) => JSON.stringify({ id: n * 20 + i }));
+    const started = performance.now();
+    await sender.addChunk(chunk(0), "t", chunk(0).map((_, i) => i + 1), { pos: "0" });
+    assert.deepStrictEqual([spool.stats.entries, spool.getMeta("pos")], [20, "0"]);
+    await sender.addChunk(chunk(1), "t", chunk(1).map((_, i) => i + 21), { pos: "1" });
+    // Burst 10, then 30 more at 100/s.
+    assert.ok(performance.now() - started >= 280, `took ${performance.now() - started} ms`);
+    assert.deepStrictEqual([spool.stats.entries, spool.getMeta("pos")], [40, "1"]);
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Sender refuses a rate limit that is not a positive number", () => {
+  for (const rateLimit of [0, -1, NaN, Infinity]) {
+    assert.throws(
+      () => new Sender({ connect: () => Promise.reject(new Error("unused")), rateLimit }),
+      (e: unknown) => e instanceof RangeError && /rateLimit must be a finite number/.test(e.message),
+    );
   }
 });

@@ -22,6 +22,9 @@ export interface TransportOptions {
   caCert?: string;
   /** Skip certificate and hostname verification. */
   insecure?: boolean;
+  /** Client certificate chain and key (PEM), for a collector that requires mutual TLS. */
+  clientCert?: string;
+  clientKey?: string;
   /** ALPN protocols to offer. */
   alpnProtocols?: string[];
   /** Give up on connect and handshake after this long. Default 10000 ms. */
@@ -87,6 +90,7 @@ async function connectVerified(options: TransportOptions): Promise<Transport> {
     port: options.port,
     caCerts: options.caCert ? [options.caCert] : undefined,
     alpnProtocols: options.alpnProtocols,
+    ...(options.clientCert && options.clientKey ? { cert: options.clientCert, key: options.clientKey } : {}),
   });
   try {
     const info = await conn.handshake();
@@ -105,6 +109,8 @@ function connectInsecure(options: TransportOptions): Promise<Transport> {
       servername: /^[\d.]+$|:/.test(options.host) ? undefined : options.host,
       rejectUnauthorized: false,
       ALPNProtocols: options.alpnProtocols,
+      cert: options.clientCert,
+      key: options.clientKey,
     });
     socket.once("error", reject);
     socket.once("secureConnect", () => {

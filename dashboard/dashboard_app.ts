@@ -2,9 +2,15 @@
  * The dashboard: a Hono app built from a stats source. It never listens by
  * itself; the caller serves `app.fetch`, and tests call `app.request`.
  *
+ * Access needs the dashboard token (all but `/healthz`), and every answer
+ * carries security headers (CSP, nosniff, no framing, no referrer, no-store).
+ *
  * @module
  */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
+import type { Context } from "hono";
+import { getCookie, setCookie } from "hono/cookie";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 
 /** Options for {@linkcode createDashboardApp}. */
@@ -13,8 +19,78 @@ export interface DashboardOptions {
   stats: () => StatsSnapshot;
   /** How often the page refreshes itself. Default 2000 ms. */
   refreshMs?: number;
-  /** Told of every request after it is answered (the collector's audit trail). */
+  /**
+   * The access token, required for everything but `/healthz`; see
+   * {@linkcode generateDashboardToken}. Accepted as `Authorization: Bearer <token>`,
+   * as the cookie {@linkcode DASHBOARD_COOKIE}, or once as `?token=<token>` on
+   * `GET /` and `GET /compliance` (answered with a redirect that sets the cookie).
+   * `null` turns access control off (tests and library use only).
+   */
+  token: string | null;
+  /**
+   * Told of every request after it is answered (the collector's audit trail).
+   * `path` never holds the query, so a `?token=` is never reported.
+   */
   onAccess?: (access: { method: string; path: string; status: number; remote: string | null }) => void;
+}
+
+/** The cookie that carries the dashboard token once a browser has opened `/?token=…`. */
+export const DASHBOARD_COOKIE = "tlslog_dashboard";
+
+/** A new random dashboard token: 32 random bytes, base64url without padding (43 characters). */
+export function generateDashboardToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+/** The headers of every answer, whatever its status. */
+const SECURITY_HEADERS: Record<string, string> = {
+  "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "X-Content-Type-Options": "nosniff",
+  "X-Frame-Options": "DENY",
+  "Referrer-Policy": "no-referrer",
+};
+
+/** How long a browser may keep the page's script and style (they only change with the program). */
+const STATIC_CACHE = "private, max-age=300";
+
+/**
+ * A constant-time check of a presented token against `token`: both are run
+ * through HMAC-SHA256 under a per-process random key and the equal-length
+ * digests compared with `timingSafeEqual`, so neither the token's length nor
+ * its first differing byte shows in the time taken.
+ */
+function tokenChecker(token: string): (candidate: string) => boolean {
+  const key = randomBytes(32);
+  const digest = (text: string) => createHmac("sha256", key).update(text, "utf8").digest();
+  const expected = digest(token);
+  return (candidate) => timingSafeEqual(digest(candidate), expected);
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+function bearerToken(header: string | undefined): string | null {
+  const match = header ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
+  return match?.[1] ?? null;
+}
+
+/** Paths where a `?token=` is taken (pages a human opens; each answers with a redirect without it). */
+const TOKEN_LINK_PATHS = new Set(["/", "/compliance"]);
+
+function unauthorized(c: Context, invalidBearer: boolean): Response {
+  c.header("WWW-Authenticate", `Bearer realm="tlslog dashboard"${invalidBearer ? ', error="invalid_token"' : ""}`);
+  c.header("Cache-Control", "no-store");
+  if (c.req.path.startsWith("/api/")) {
+    return c.json({
+      error: 'unauthorized: send the dashboard token as the header "Authorization: Bearer <token>"',
+    }, 401);
+  }
+  return c.text(
+    "401 Unauthorized: the tlslog dashboard needs its access token.\n" +
+      "Open /?token=<token> once in this browser (tlslog serve prints the full link when it starts; " +
+      "the token is the one given with --dashboard-token or generated at start),\n" +
+      'or send the header "Authorization: Bearer <token>".\n',
+    401,
+  );
 }
 
 /** The tiles of the page: label, stats field (dotted for nested ones), and how to show it. */
@@ -170,8 +246,8 @@ async function refresh() {
     document.getElementById("current_file").textContent = stats.current_file ?? "none";
     document.getElementById("updated_at").textContent = new Date().toISOString();
     status.textContent = "live"; status.className = "";
-  } catch {
-    status.textContent = "stale"; status.className = "stale";
+  } catch (err) {
+    status.textContent = err.message === "401" ? "token needed" : "stale"; status.className = "stale";
   }
 }
 setInterval(refresh, Number(document.body.dataset.refreshMs));
@@ -180,16 +256,30 @@ refresh();
 
 /**
  * Builds the dashboard app: `/` (self-refreshing page), `/api/stats` (JSON),
- * `/healthz`, and the page's script and style.
+ * `/compliance`, `/healthz`, and the page's script and style.
+ *
+ * Everything but `/healthz` answers 401 without the token (see
+ * {@linkcode DashboardOptions.token}), and every answer carries
+ * Content-Security-Policy, X-Content-Type-Options, X-Frame-Options and
+ * Referrer-Policy; all but the script and style are `Cache-Control: no-store`.
+ *
+ * @throws {TypeError} if the token is empty or holds characters other than printable ASCII.
  *
  * @example
  * ```ts
- * const app = createDashboardApp({ stats: () => collector.stats() });
- * Deno.serve({ port: 8080 }, app.fetch);
+ * const token = generateDashboardToken();
+ * const app = createDashboardApp({ stats: () => collector.stats(), token });
+ * Deno.serve({ hostname: "127.0.0.1", port: 8080 }, app.fetch);
+ * console.log(`dashboard http://127.0.0.1:8080/?token=${token}`);
  * ```
  */
 export function createDashboardApp(options: DashboardOptions): Hono {
   const refreshMs = options.refreshMs ?? 2000;
+  const { token } = options;
+  if (token !== null && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new TypeError("the dashboard token must be non-empty printable ASCII without spaces");
+  }
+  const check = token === null ? null : tokenChecker(token);
   const app = new Hono();
   app.use("*", async (c, next) => {
     await next();
@@ -202,6 +292,40 @@ export function createDashboardApp(options: DashboardOptions): Hono {
       remote: addr ? `${addr.hostname}:${addr.port}` : null,
     });
   });
+  // Security headers on every answer: pages, errors, 401s, 404s and redirects alike.
+  app.use("*", async (c, next) => {
+    await next();
+    const headers = c.res.headers;
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) headers.set(name, value);
+    if (c.res.status === 401 || c.req.path.startsWith("/api/") || !headers.has("Cache-Control")) {
+      headers.set("Cache-Control", "no-store");
+    }
+  });
+  app.use("*", async (c, next) => {
+    if (check === null || c.req.path === "/healthz") return await next();
+    const path = c.req.path;
+    if (c.req.method === "GET" && TOKEN_LINK_PATHS.has(path)) {
+      const url = new URL(c.req.url);
+      const linkToken = url.searchParams.get("token");
+      if (linkToken !== null) {
+        if (!check(linkToken)) return unauthorized(c, false);
+        // Trade the token in the address for a cookie, so it leaves the address bar and history.
+        setCookie(c, DASHBOARD_COOKIE, linkToken, {
+          httpOnly: true,
+          sameSite: "Strict",
+          path: "/",
+          secure: url.protocol === "https:",
+        });
+        url.searchParams.delete("token");
+        return c.redirect(path + url.search, 303);
+      }
+    }
+    const bearer = bearerToken(c.req.header("Authorization"));
+    if (bearer !== null && check(bearer)) return await next();
+    const cookie = getCookie(c, DASHBOARD_COOKIE);
+    if (cookie !== undefined && check(cookie)) return await next();
+    return unauthorized(c, bearer !== null);
+  });
   app.get("/", (c) => c.html(renderPage(options.stats(), refreshMs)));
   app.get("/api/stats", (c) => {
     c.header("Cache-Control", "no-store");
@@ -209,8 +333,14 @@ export function createDashboardApp(options: DashboardOptions): Hono {
   });
   app.get("/compliance", (c) => c.html(renderCompliance(options.stats())));
   app.get("/healthz", (c) => c.text("ok"));
-  app.get("/dashboard.js", (c) => c.body(JS, 200, { "Content-Type": "text/javascript; charset=utf-8" }));
-  app.get("/dashboard.css", (c) => c.body(CSS, 200, { "Content-Type": "text/css; charset=utf-8" }));
+  app.get(
+    "/dashboard.js",
+    (c) => c.body(JS, 200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": STATIC_CACHE }),
+  );
+  app.get(
+    "/dashboard.css",
+    (c) => c.body(CSS, 200, { "Content-Type": "text/css; charset=utf-8", "Cache-Control": STATIC_CACHE }),
+  );
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => c.json({ error: err.message }, 500));
   return app;

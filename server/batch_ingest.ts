@@ -28,7 +28,9 @@ export interface IngestedBatch {
   entries?: { index: number; line: string; entry: Entry }[];
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM keeps a byte-order mark in the text, so that a line starting with one is refused as not JSON
+// instead of passing (the mark dropped) and being stored with it.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 
 /**

@@ -9,7 +9,18 @@ import type net from "node:net";
 import tls from "node:tls";
 import { hostname } from "node:os";
 import { basename } from "node:path";
-import { ALPN_V2 } from "../shared/protocol.ts";
+import { ALPN_V2, encodeNack, encodeV1Error } from "../shared/protocol.ts";
+import { encodeFrame } from "../shared/frame_codec.ts";
+import {
+  checkTlsMaterial,
+  identityAllowed,
+  identityName,
+  peerIdentity,
+  readTlsFiles,
+  TlsCredentialsError,
+  type TlsFiles,
+  type TlsMaterial,
+} from "./tls_credentials.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { Connection, type IngestLimits } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
@@ -33,8 +44,14 @@ export interface CollectorOptions extends IngestLimits {
   cert: string;
   /** Server private key, PEM. */
   key: string;
-  /** Lowest TLS version accepted. Default TLSv1.2. */
+  /** Lowest TLS version accepted. Default TLSv1.3. (TLS 1.2 runs on rustls: AEAD suites only.) */
   minTlsVersion?: "TLSv1.2" | "TLSv1.3";
+  /** CA certificate(s), PEM, that client certificates must chain to: mutual TLS is required when set. */
+  clientCa?: string;
+  /** With mutual TLS: the identities (CN or SAN, `*.suffix` allowed) that may publish; others are refused. */
+  allowClients?: string[];
+  /** Where the certificate, key and client CA came from, so that `reloadTls()` can read them again. */
+  tlsFiles?: TlsFiles;
   /** Directory of the data files. */
   dataDir: string;
   /** Entries per data file. */
@@ -69,6 +86,9 @@ export interface CollectorOptions extends IngestLimits {
   auditConfig?: Record<string, unknown>;
 }
 
+/** A certificate expiring sooner than this is warned about (log, /api/stats). */
+const EXPIRY_WARNING_DAYS = 30;
+
 /** How often retention by age is checked besides at each rotation. */
 const RETENTION_CHECK_MS = 60_000;
 
@@ -86,6 +106,13 @@ export interface Collector {
   audit(event: string, fields?: Record<string, unknown>): void;
   /** Signs a checkpoint of everything committed so far; resolves once written. */
   checkpoint(reason: string): Promise<void>;
+  /**
+   * Reads the TLS files again and serves them to new connections (open ones
+   * keep theirs). A file that cannot be read or used leaves the material in
+   * service, and the error is logged, audited and counted. Resolves to
+   * whether the new material is in service.
+   */
+  reloadTls(): Promise<boolean>;
   /** Stops accepting, answers frames already received, closes files. */
   close(): Promise<void>;
 }
@@ -101,6 +128,26 @@ const CLOSE_GRACE_MS = 5000;
 /** Starts a collector; resolves once it listens. */
 export async function startCollector(options: CollectorOptions): Promise<Collector> {
   const log = options.log ?? ((m: string) => console.error(m));
+  let material: TlsMaterial;
+  try {
+    material = checkTlsMaterial({ cert: options.cert, key: options.key, clientCa: options.clientCa });
+  } catch (err) {
+    throw new ListenError(`cannot use the TLS material: ${(err as Error).message}`);
+  }
+  const minVersion = options.minTlsVersion ?? "TLSv1.3";
+  const mutual = options.clientCa !== undefined;
+  const tlsCounters = { reloads: 0, reloadFailures: 0, refusedClients: 0 };
+  const warnExpiry = (m: TlsMaterial) => {
+    const days = Math.floor((m.certExpiresAt - Date.now()) / 86_400_000);
+    if (days < EXPIRY_WARNING_DAYS) {
+      log(
+        `WARNING: the server certificate (${m.certSubject}) expires in ${days} days (${
+          new Date(m.certExpiresAt).toISOString()
+        })`,
+      );
+    }
+  };
+  warnExpiry(material);
   const now = options.now ?? Date.now;
   const stats = new ServerStats(options.now);
   const fsyncOff = options.fsync?.kind === "off";
@@ -237,17 +284,36 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   let server: tls.Server;
   try {
     server = tls.createServer({
-      cert: options.cert,
-      key: options.key,
-      minVersion: options.minTlsVersion ?? "TLSv1.2",
+      cert: material.cert,
+      key: material.key,
+      minVersion,
       ALPNProtocols: [ALPN_V2],
+      ...(mutual ? { ca: material.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
     }, (socket) => {
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      const identity = mutual ? peerIdentity(socket) : null;
       audit.record("connection", {
-        peer: `${socket.remoteAddress}:${socket.remotePort}`,
+        peer,
         tls: socket.getProtocol(),
         protocol: socket.alpnProtocol || "v1",
+        ...(identity ? { client: identityName(identity), client_san: identity.san } : {}),
       });
-      const connection = new Connection(socket, context);
+      if (options.allowClients && !(identity && identityAllowed(identity, options.allowClients))) {
+        // Told why, in the protocol it speaks, then closed.
+        const name = identity ? identityName(identity) : "(no certificate)";
+        const error = `client "${name}" is not allowed to publish here (--allow-clients)`;
+        tlsCounters.refusedClients++;
+        stats.recordFrameRejected("client_not_allowed");
+        audit.record("refusal", { peer, what: "connection", reason: "client_not_allowed", client: name });
+        const answer = socket.alpnProtocol === ALPN_V2
+          ? encodeNack({ seq: null, code: "client_not_allowed", error })
+          : encodeV1Error(error);
+        // Written, then closed for good: an ended socket waiting on its peer would hold up a graceful stop.
+        socket.write(encodeFrame(answer), () => socket.destroy());
+        Deno.unrefTimer(setTimeout(() => socket.destroy(), 2000));
+        return;
+      }
+      const connection = new Connection(socket, { ...context, client: identity ? identityName(identity) : null });
       connections.add(connection);
       connection.closed.then(() => connections.delete(connection));
     });
@@ -296,6 +362,33 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     hostname: address.address,
     port: address.port,
     verifierKey: signer.verifierKey,
+    async reloadTls() {
+      if (!options.tlsFiles) return false;
+      try {
+        const next = await readTlsFiles(options.tlsFiles);
+        if (mutual && next.clientCa === undefined) throw new TlsCredentialsError("the client CA file is gone");
+        server.setSecureContext({
+          cert: next.cert,
+          key: next.key,
+          ...(mutual ? { ca: next.clientCa } : {}),
+        });
+        material = next;
+        tlsCounters.reloads++;
+        audit.record("tls_reload", {
+          cert_subject: next.certSubject,
+          cert_expires_at: new Date(next.certExpiresAt).toISOString(),
+        });
+        log(`TLS material reloaded: ${next.certSubject}, expires ${new Date(next.certExpiresAt).toISOString()}`);
+        warnExpiry(next);
+        return true;
+      } catch (err) {
+        tlsCounters.reloadFailures++;
+        const message = (err as Error).message;
+        audit.record("tls_reload_failed", { error: message });
+        log(`TLS reload failed, keeping the certificate in service: ${message}`);
+        return false;
+      }
+    },
     audit: (event, fields) => audit.record(event, fields),
     checkpoint: (reason) => writeCheckpoint(reason),
     stats: () => {
@@ -303,6 +396,17 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return stats.snapshot({
         current_file: openStore.currentFile,
         privacy: options.guard?.stats ?? null,
+        tls: {
+          min_version: minVersion,
+          mutual,
+          cert_subject: material.certSubject,
+          cert_expires_at: new Date(material.certExpiresAt).toISOString(),
+          cert_days_left: Math.floor((material.certExpiresAt - Date.now()) / 86_400_000),
+          expiry_warning: material.certExpiresAt - Date.now() < EXPIRY_WARNING_DAYS * 86_400_000,
+          reloads: tlsCounters.reloads,
+          reload_failures: tlsCounters.reloadFailures,
+          clients_refused: tlsCounters.refusedClients,
+        },
         evidence: {
           chain_size: openStore.chain.seq,
           checkpoints_written: checkpointer.written,

@@ -53,6 +53,8 @@ export interface ConnectionContext {
   log: (message: string) => void;
   /** The audit trail: receives every refusal, with the peer. */
   audit?: (event: string, fields: Record<string, unknown>) => void;
+  /** The client's certificate identity under mutual TLS, else null. */
+  client?: string | null;
 }
 
 /** Most answers a connection may owe before it stops reading (backpressure). */
@@ -182,7 +184,8 @@ export class Connection {
   #refused(what: "frame" | "entry", reason: string, count = 1): void {
     if (what === "frame") this.#ctx.stats.recordFrameRejected(reason);
     else for (let i = 0; i < count; i++) this.#ctx.stats.recordEntryRejected(reason);
-    this.#ctx.audit?.("refusal", { peer: this.peer, what, reason, ...(count > 1 ? { count } : {}) });
+    const client = this.#ctx.client ? { client: this.#ctx.client } : {};
+    this.#ctx.audit?.("refusal", { peer: this.peer, ...client, what, reason, ...(count > 1 ? { count } : {}) });
   }
 
   #reject(code: string, error: string, seq: number | null): void {

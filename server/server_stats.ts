@@ -75,10 +75,11 @@ export class ServerStats {
    * parts these counters do not own: the store's current file and the privacy check.
    */
   snapshot(
-    owned: Pick<StatsSnapshot, "current_file" | "privacy" | "evidence"> = {
+    owned: Pick<StatsSnapshot, "current_file" | "privacy" | "evidence" | "tls"> = {
       current_file: null,
       privacy: null,
       evidence: null,
+      tls: null,
     },
   ): StatsSnapshot {
     const nowMs = this.#now();
@@ -127,6 +128,7 @@ export class ServerStats {
       senders,
       privacy: owned.privacy,
       evidence: owned.evidence,
+      tls: owned.tls,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };

@@ -61,6 +61,21 @@ export interface StatsSnapshot {
     key_ids: Record<string, number>;
     redactions: Record<string, number>;
   } | null;
+  /** The TLS listener: policy, the certificate in service, reloads; null where no listener is behind the stats. */
+  tls: {
+    min_version: string;
+    /** Whether client certificates are required. */
+    mutual: boolean;
+    cert_subject: string;
+    cert_expires_at: string;
+    cert_days_left: number;
+    /** Fewer than 30 days left. */
+    expiry_warning: boolean;
+    reloads: number;
+    reload_failures: number;
+    /** Connections refused by --allow-clients. */
+    clients_refused: number;
+  } | null;
   /** Tamper evidence and the lifecycle of stored files, or null where no store is behind the stats. */
   evidence: {
     /** Entries in the hash chain (committed). */

@@ -205,7 +205,7 @@ Deno.test("serve --print: entries on stdout, start-up line on stderr; SIGTERM ex
   }
 });
 
-Deno.test("serve: the dashboard answers /api/stats on its own port", async () => {
+Deno.test("serve: the dashboard answers /api/stats on its own port, with the token only; the generated token is printed", async () => {
   const dataDir = await Deno.makeTempDir();
   const { caPath } = await testCerts();
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -216,9 +216,17 @@ Deno.test("serve: the dashboard answers /api/stats on its own port", async () =>
     assert.equal(server.dashboardUrl, `http://127.0.0.1:${dashboardPort}/`);
     const sent = await runTlslog(["send", "--port", String(server.port), "--ca", caPath], { stdin: '{"n":1}\n' });
     assert.equal(sent.code, 0);
-    const stats = await (await fetch(`${server.dashboardUrl}api/stats`)).json();
-    const page = await (await fetch(server.dashboardUrl!)).text();
+    const token = /dashboard token (\S+) \(open /.exec(server.stderr())?.[1];
+    assert.ok(token, server.stderr());
+    const refused = await fetch(`${server.dashboardUrl}api/stats`);
+    assert.equal(refused.status, 401);
+    await refused.body?.cancel();
+    const auth = { headers: { authorization: `Bearer ${token}` } };
+    const stats = await (await fetch(`${server.dashboardUrl}api/stats`, auth)).json();
+    const page = await (await fetch(server.dashboardUrl!, auth)).text();
     assert.equal((await server.stop("SIGINT")).code, 0);
+    assert.equal(stats.tls.min_version, "TLSv1.3");
+    assert.ok(stats.tls.cert_days_left > 30, JSON.stringify(stats.tls));
     assert.deepStrictEqual([stats.entries_received, stats.entries_written, stats.files_written], [1, 1, 1]);
     assert.match(page, /<title>tlslog collector<\/title>/);
   } finally {
@@ -376,4 +384,43 @@ Deno.test("send --policy with FF1 keeps a field's shape; reidentify reverses it 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("send --rate 2000: 3,000 entries take at least 1 s, all stored exactly once, the summary says so", async () => {
+  await using tc = await startTestCollector();
+  const { caPath } = await testCerts();
+  const input = Array.from({ length: 3000 }, (_, i) => JSON.stringify({ id: i })).join("\n") + "\n";
+  const r = await runTlslog(["send", "--port", String(tc.port), "--ca", caPath, "--rate", "2000", "-"], {
+    stdin: input,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  // A burst of one batch (1,000), then 2,000 more at 2,000/s: at least 1.0 s; loose above.
+  const seconds = Number(/\n\s+seconds\s+([\d.]+)\n/.exec(r.stdout)?.[1]);
+  assert.ok(seconds >= 0.95 && seconds <= 4, `took ${seconds} s`);
+  const waited = /\n\s+rate limit\s+2,000 entries\/s: waited ([\d.]+) s in all\n/.exec(r.stdout);
+  assert.ok(waited, r.stdout);
+  assert.ok(Number(waited[1]) >= 0.9, waited[0]);
+  assert.match(r.stdout, /\n\s+acknowledged\s+3,000\n/);
+  const ids = (await readStored(tc.dataDir)).map((e) => e.id as number);
+  assert.equal(ids.length, 3000);
+  assert.deepStrictEqual([...new Set(ids)].sort((a, b) => a - b), Array.from({ length: 3000 }, (_, i) => i));
+});
+
+Deno.test("send and healthcare refuse a bad --rate with exit 2 and say what is allowed", async () => {
+  for (const bad of ["0", "-5", "abc", "1e3", "10000001", "", "NaN", "Infinity"]) {
+    const r = await runTlslog(["send", `--rate=${bad}`], { stdin: '{"a":1}\n' });
+    assert.equal(r.code, 2, `--rate ${bad}: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `--rate must be a number of entries per second above 0 and at most 10,000,000 \\(e\\.g\\. 500 or 0\\.5\\), got "${bad}"`,
+      ),
+    );
+    assert.match(r.stderr, /Run "tlslog send --help" for usage/);
+  }
+  const hc = await runTlslog(["healthcare", "--rate", "0", "--count", "1"]);
+  assert.equal(hc.code, 2, hc.stderr);
+  assert.match(hc.stderr, /--rate must be a number of entries per second above 0/);
+  const help = await runTlslog(["send", "--help"]);
+  assert.match(help.stdout, /--rate <entries\/s>\s+send at most this many entries per second on average/);
 });

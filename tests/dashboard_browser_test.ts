@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Sender } from "../client/sender.ts";
 import { connectTransport } from "../client/tls_transport.ts";
-import { createDashboardApp } from "../dashboard/dashboard_app.ts";
+import { createDashboardApp, generateDashboardToken } from "../dashboard/dashboard_app.ts";
 import { ALPN_V2 } from "../shared/protocol.ts";
 import { startTestCollector, testCerts } from "./test_support.ts";
 
@@ -38,11 +38,16 @@ async function sendEntries(port: number, first: number, count: number): Promise<
 }
 
 /**
- * Runs headless Chromium on `url` with `extraArgs` and returns its stdout.
- * Virtual time stands still while a request is pending, so a slow answer from
- * the test server cannot make the page give up early.
+ * Runs headless Chromium on `url` with `extraArgs` and returns its stdout and
+ * stderr (where `--enable-logging=stderr` puts the page's console, CSP
+ * violations included). Virtual time stands still while a request is
+ * pending, so a slow answer from the test server cannot make the page give up early.
  */
-async function runChromium(url: string, extraArgs: string[], timeoutMs = 60_000): Promise<string> {
+async function runChromium(
+  url: string,
+  extraArgs: string[],
+  timeoutMs = 60_000,
+): Promise<{ stdout: string; stderr: string }> {
   const profile = await Deno.makeTempDir({ prefix: "tlslog-chromium-" });
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
@@ -68,13 +73,14 @@ async function runChromium(url: string, extraArgs: string[], timeoutMs = 60_000)
       signal: abort.signal,
     }).output();
     const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
     if (!out.success) {
       throw new Error(
         `chromium exited with ${out.code}${abort.signal.aborted ? ` (killed after ${timeoutMs} ms)` : ""}: ` +
-          new TextDecoder().decode(out.stderr).slice(-2000),
+          stderr.slice(-2000),
       );
     }
-    return stdout;
+    return { stdout, stderr };
   } finally {
     clearTimeout(timer);
     await Deno.remove(profile, { recursive: true }).catch(() => {});
@@ -87,11 +93,18 @@ function textById(html: string, id: string): string | undefined {
 }
 
 Deno.test({
-  name: "createDashboardApp() page refreshes its tiles from /api/stats in headless Chromium",
+  name: "createDashboardApp() page refreshes its tiles from /api/stats in headless Chromium, with the token only",
   ignore: !hasChromium,
   async fn() {
     await using tc = await startTestCollector();
-    const app = createDashboardApp({ stats: () => tc.collector.stats(), refreshMs: 200 });
+    const token = generateDashboardToken();
+    const answered: string[] = [];
+    const app = createDashboardApp({
+      stats: () => tc.collector.stats(),
+      refreshMs: 200,
+      token,
+      onAccess: ({ path, status }) => answered.push(`${status} ${path}`),
+    });
 
     await sendEntries(tc.port, 1, 7);
     assert.equal(tc.collector.stats().entries_written, 7);
@@ -108,7 +121,8 @@ Deno.test({
         await secondBatch;
       }
       const res = await app.fetch(req);
-      if (path === "/" && secondBatch === null) {
+      // The first page itself, not the redirect that trades ?token= for the cookie.
+      if (path === "/" && res.status === 200 && secondBatch === null) {
         pageHtml = await res.clone().text();
         secondBatch = sendEntries(tc.port, 8, 5);
       }
@@ -116,9 +130,25 @@ Deno.test({
     });
     const tmp = await Deno.makeTempDir({ prefix: "tlslog-browser-" });
     try {
-      const url = `http://127.0.0.1:${server.addr.port}/`;
-      const dom = await runChromium(url, ["--virtual-time-budget=1500", "--dump-dom"]);
+      const base = `http://127.0.0.1:${server.addr.port}/`;
+      const url = `${base}?token=${token}`;
+      const { stdout: dom, stderr } = await runChromium(url, [
+        "--virtual-time-budget=1500",
+        "--enable-logging=stderr",
+        "--dump-dom",
+      ]);
       await secondBatch;
+
+      // The link answered 303 with the cookie, and the cookie opened the page, its assets and the API.
+      assert.equal(answered[0], "303 /");
+      assert.ok(answered.includes("200 /"), answered.join(", "));
+      assert.ok(answered.includes("200 /dashboard.js"), answered.join(", "));
+      assert.ok(answered.includes("200 /dashboard.css"), answered.join(", "));
+      assert.ok(answered.includes("200 /api/stats"), answered.join(", "));
+      assert.ok(!answered.some((a) => a.startsWith("401 /api/") || a === "401 /"), answered.join(", "));
+      // Nothing on the page is blocked by its Content-Security-Policy.
+      const violations = stderr.split("\n").filter((line) => /Content Security Policy/i.test(line));
+      assert.deepStrictEqual(violations, []);
 
       assert.equal(textById(pageHtml, "entries_written"), "7", "server-rendered value");
       assert.ok(statsRequests >= 1, "the page's script never asked for /api/stats");
@@ -133,6 +163,13 @@ Deno.test({
       const renderedAt = Date.parse(textById(pageHtml, "updated_at") ?? "");
       const refreshedAt = Date.parse(textById(dom, "updated_at") ?? "");
       assert.ok(refreshedAt > renderedAt, `updated_at ${refreshedAt} is not after the render time ${renderedAt}`);
+
+      // Without the token (a fresh profile, no cookie) the browser gets the 401 text and no stats.
+      const { stdout: refused } = await runChromium(base, ["--virtual-time-budget=500", "--dump-dom"]);
+      assert.match(refused, /401 Unauthorized: the tlslog dashboard needs its access token/);
+      assert.match(refused, /\/\?token=&lt;token&gt;/);
+      assert.equal(textById(refused, "entries_written"), undefined);
+      assert.ok(answered.includes("401 /"), answered.join(", "));
 
       const screenshot = join(tmp, "dashboard.png");
       await runChromium(url, ["--virtual-time-budget=1000", "--window-size=1280,800", `--screenshot=${screenshot}`]);
