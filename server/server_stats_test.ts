@@ -33,6 +33,7 @@ Deno.test("ServerStats.snapshot() reports counters, ratio and uptime", () => {
     senders: { reporting: 0, spool_entries: 0, spool_bytes: 0, oldest_unacked_age_s: 0, retries: 0, dropped: 0 },
     privacy: null,
     evidence: null,
+    tls: null,
     uptime_s: 2.5,
     started_at: "2026-01-01T00:00:00.000Z",
   });

@@ -380,10 +380,13 @@ Deno.test("the audit log records the events and verifies; an edited line is name
         }
       }),
     );
-    const page = await fetch(server.dashboardUrl!);
+    const token = /dashboard token (\S+) \(open /.exec(server.stderr())?.[1];
+    assert.ok(token, "serve printed no dashboard token");
+    const auth = { headers: { authorization: `Bearer ${token}` } };
+    const page = await fetch(server.dashboardUrl!, auth);
     assert.equal(page.status, 200);
     await page.body?.cancel();
-    const api = await fetch(`${server.dashboardUrl}api/stats`);
+    const api = await fetch(`${server.dashboardUrl}api/stats`, auth);
     assert.equal(api.status, 200);
     stats = await api.json();
   } finally {
