@@ -230,6 +230,7 @@ export function reportEvents(command: string): EventReporter {
     if (shown) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
     shown = false;
   };
+  const throttleReasons = new Set<string>();
   return {
     track(sender) {
       tracked = sender;
@@ -242,6 +243,14 @@ export function reportEvents(command: string): EventReporter {
         );
       } else if (e.type === "dropped") {
         console.error(`${command}: dropped ${e.entries} entries: ${e.reason}`);
+      } else if (e.type === "throttled") {
+        // Said once per reason: a client held at its limit would otherwise print a line per batch.
+        if (!throttleReasons.has(e.reason)) {
+          throttleReasons.add(e.reason);
+          console.error(
+            `${command}: the collector slows this sender down: ${e.reason} (waits ${e.waitMs} ms and more)`,
+          );
+        }
       } else if (e.type === "rejected" && e.code === "invalid_entry") {
         console.error(`${command}: ${e.source}:${e.line}: skipped (found by the collector): ${e.error}`);
       } else if (e.type === "rejected") {

@@ -88,6 +88,35 @@ export const serveSpec: CommandSpec = {
     "max-frame-bytes": { type: "string", default: "1MiB", help: "largest frame accepted (compressed)" },
     "max-batch-bytes": { type: "string", default: "16MiB", help: "largest decompressed frame (gzip bombs stop here)" },
     "max-entry-bytes": { type: "string", default: "1MiB", help: "largest single entry" },
+    "max-connections": { type: "string", default: "1024", help: "most connections open at once; more are closed" },
+    "handshake-timeout": {
+      type: "string",
+      default: "10s",
+      arg: "duration",
+      help: "a TLS handshake must finish within",
+    },
+    "idle-timeout": {
+      type: "string",
+      default: "10m",
+      arg: "duration",
+      help: "close a connection silent both ways this long",
+    },
+    "frame-timeout": {
+      type: "string",
+      default: "30s",
+      arg: "duration",
+      help: "refuse and close a frame begun and not finished within this (slow loris)",
+    },
+    "rate-limit": {
+      type: "string",
+      arg: "entries/s",
+      help: "per client (certificate identity, else IP): slow a client down past this many entries/s, and tell it",
+    },
+    "rate-limit-bytes": {
+      type: "string",
+      arg: "size/s",
+      help: "per client: slow it down past this many decompressed bytes/s (e.g. 8MiB)",
+    },
     "signing-key": {
       type: "string",
       default: "keys/tlslog-checkpoint.key",
@@ -164,6 +193,18 @@ export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions 
     maxFrameBytes: sizeFlag(flags, serveSpec, "max-frame-bytes", 1024, 256 * 1024 ** 2),
     maxBatchBytes: sizeFlag(flags, serveSpec, "max-batch-bytes", 1024, 1024 ** 3),
     maxEntryBytes: sizeFlag(flags, serveSpec, "max-entry-bytes", 64, 256 * 1024 ** 2),
+    maxConnections: intFlag(flags, serveSpec, "max-connections", 1, 1_000_000),
+    handshakeTimeoutMs: durationFlag(flags, serveSpec, "handshake-timeout", 100, 600_000),
+    idleTimeoutMs: durationFlag(flags, serveSpec, "idle-timeout", 1000, 24 * 3_600_000),
+    frameTimeoutMs: durationFlag(flags, serveSpec, "frame-timeout", 100, 3_600_000),
+    rateLimit: {
+      entriesPerSecond: stringFlag(flags, "rate-limit") === undefined
+        ? undefined
+        : intFlag(flags, serveSpec, "rate-limit", 1, 100_000_000),
+      bytesPerSecond: stringFlag(flags, "rate-limit-bytes") === undefined
+        ? undefined
+        : sizeFlag(flags, serveSpec, "rate-limit-bytes", 1024, 1024 ** 4),
+    },
   };
 }
 

@@ -82,7 +82,8 @@ export type SenderEvent =
   | { type: "connected"; attempt: number }
   | { type: "retry"; attempt: number; delayMs: number; error: string }
   | { type: "rejected"; source: string; line: number; error: string; code?: string }
-  | { type: "dropped"; entries: number; reason: string };
+  | { type: "dropped"; entries: number; reason: string }
+  | { type: "throttled"; waitMs: number; reason: string };
 
 /** A refused entry, located in the input. */
 export interface Rejection {
@@ -692,6 +693,9 @@ export class Sender {
     this.#unacked.delete(ack.seq);
     this.#settled(ack.seq);
     const rejected = ack.rejected ?? [];
+    if (ack.throttle) {
+      this.#o.onEvent?.({ type: "throttled", waitMs: ack.throttle.wait_ms, reason: ack.throttle.reason });
+    }
     this.#summary.acknowledged += batch.count - rejected.length;
     if (ack.duplicate) this.#summary.duplicates += batch.count;
     for (const r of rejected) this.#reject(batch, r.index, r.error, r.code);

@@ -22,7 +22,7 @@ import {
   type TlsMaterial,
 } from "./tls_credentials.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
-import { Connection, type IngestLimits } from "./connection.ts";
+import { ClientRateLimits, Connection, type IngestLimits } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
 import { QuarantineFile } from "./quarantine_file.ts";
@@ -52,6 +52,12 @@ export interface CollectorOptions extends IngestLimits {
   allowClients?: string[];
   /** Where the certificate, key and client CA came from, so that `reloadTls()` can read them again. */
   tlsFiles?: TlsFiles;
+  /** Most connections open at once (handshaking included); more are closed at once. Default 1024. */
+  maxConnections?: number;
+  /** A TLS handshake must finish within this long. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Per-client limits (by certificate identity, else IP address): over them a client is slowed and told why. */
+  rateLimit?: { entriesPerSecond?: number; bytesPerSecond?: number };
   /** Directory of the data files. */
   dataDir: string;
   /** Entries per data file. */
@@ -264,6 +270,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     onStored: options.onStored,
     log,
     audit: (event: string, fields: Record<string, unknown>) => audit.record(event, fields),
+    rateLimits: new ClientRateLimits(options.rateLimit ?? {}, now),
     guard: options.guard,
     quarantine,
   };
@@ -288,6 +295,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       key: material.key,
       minVersion,
       ALPNProtocols: [ALPN_V2],
+      handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
       ...(mutual ? { ca: material.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
     }, (socket) => {
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -325,6 +333,12 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const handshaking = new Map<string, net.Socket>();
   server.on("connection", (raw: net.Socket) => {
     const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+    if (handshaking.size + connections.size >= (options.maxConnections ?? 1024)) {
+      stats.recordFrameRejected("too_many_connections");
+      audit.record("refusal", { peer, what: "connection", reason: "too_many_connections" });
+      raw.destroy();
+      return;
+    }
     handshaking.set(peer, raw);
     raw.once("close", () => handshaking.delete(peer));
   });

@@ -26,6 +26,7 @@ import type { ServerStats } from "./server_stats.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
 import type { QuarantineFile } from "./quarantine_file.ts";
 import type { StreamRegistry, StreamState } from "./stream_registry.ts";
+import { TokenBucket } from "../shared/token_bucket.ts";
 
 /** Limits applied to what a client sends. */
 export interface IngestLimits {
@@ -35,6 +36,10 @@ export interface IngestLimits {
   maxBatchBytes: number;
   /** Largest single entry, in bytes of JSON. */
   maxEntryBytes: number;
+  /** Close a connection that is silent both ways for this long. Default 10 minutes. */
+  idleTimeoutMs?: number;
+  /** Refuse and close a frame that has begun but not ended after this long (slow loris). Default 30 s. */
+  frameTimeoutMs?: number;
 }
 
 /** What a connection needs from the collector. */
@@ -55,6 +60,54 @@ export interface ConnectionContext {
   audit?: (event: string, fields: Record<string, unknown>) => void;
   /** The client's certificate identity under mutual TLS, else null. */
   client?: string | null;
+  /** Per-client rate limits (by identity, else by IP address): token buckets shared by its connections. */
+  rateLimits?: ClientRateLimits;
+}
+
+/** Token buckets per client; a client over its rate is slowed (reading paused), never refused. */
+export class ClientRateLimits {
+  readonly #entriesPerSecond: number | null;
+  readonly #bytesPerSecond: number | null;
+  readonly #now: () => number;
+  readonly #buckets = new Map<string, { entries: TokenBucket | null; bytes: TokenBucket | null }>();
+  /** Times a client was slowed down. */
+  throttled = 0;
+
+  constructor(limits: { entriesPerSecond?: number; bytesPerSecond?: number }, now: () => number = Date.now) {
+    this.#entriesPerSecond = limits.entriesPerSecond ?? null;
+    this.#bytesPerSecond = limits.bytesPerSecond ?? null;
+    this.#now = now;
+  }
+
+  /** Whether any limit is set. */
+  get active(): boolean {
+    return this.#entriesPerSecond !== null || this.#bytesPerSecond !== null;
+  }
+
+  /** Charges `client` for entries and bytes; returns how long to stop reading from it, and why, or null. */
+  charge(client: string, entries: number, bytes: number): { wait_ms: number; reason: string } | null {
+    let b = this.#buckets.get(client);
+    if (!b) {
+      // One second's worth may come at once.
+      const e = this.#entriesPerSecond;
+      const y = this.#bytesPerSecond;
+      b = {
+        entries: e === null ? null : new TokenBucket(e, Math.max(1, e), this.#now),
+        bytes: y === null ? null : new TokenBucket(y, Math.max(1, y), this.#now),
+      };
+      if (this.#buckets.size >= 10_000) this.#buckets.clear();
+      this.#buckets.set(client, b);
+    }
+    const waitEntries = b.entries?.take(entries) ?? 0;
+    const waitBytes = b.bytes?.take(bytes) ?? 0;
+    const wait = Math.ceil(Math.max(waitEntries, waitBytes));
+    if (wait <= 0) return null;
+    this.throttled++;
+    const reason = waitEntries >= waitBytes
+      ? `over the rate limit of ${this.#entriesPerSecond} entries/s`
+      : `over the rate limit of ${this.#bytesPerSecond} bytes/s`;
+    return { wait_ms: wait, reason };
+  }
 }
 
 /** Most answers a connection may owe before it stops reading (backpressure). */
@@ -80,6 +133,9 @@ export class Connection {
   #answers: Promise<void> = Promise.resolve();
   #outstanding = 0;
   #paused = false;
+  #frameTimer: ReturnType<typeof setTimeout> | undefined;
+  #throttleTimer: ReturnType<typeof setTimeout> | undefined;
+  #throttledUntil = 0;
   #ending = false;
   /** Settles when the socket has closed and every answer has been attempted. */
   readonly closed: Promise<void>;
@@ -94,12 +150,18 @@ export class Connection {
     ctx.stats.connectionsTotal++;
     this.closed = new Promise((resolve) => {
       socket.on("close", () => {
+        clearTimeout(this.#frameTimer);
+        clearTimeout(this.#throttleTimer);
         ctx.stats.connectionsActive--;
         if (!this.#decoder.idle) this.#refused("frame", "truncated_frame");
         this.#answers.then(resolve, resolve);
       });
     });
     socket.on("data", (chunk: Uint8Array) => this.#onData(chunk));
+    socket.setTimeout(ctx.limits.idleTimeoutMs ?? 600_000, () => {
+      this.#refused("connection", "idle_timeout");
+      socket.destroy();
+    });
     socket.on("end", () => this.#end());
     socket.on("error", (err: Error) => ctx.log(`connection ${this.peer}: ${err.message}`));
   }
@@ -145,6 +207,7 @@ export class Connection {
       this.#socket.destroy();
       return;
     }
+    this.#watchFrame();
     for (const event of events) {
       this.#ctx.stats.framesReceived++;
       if (event.kind === "oversize") this.#onOversize(event.length, event.head);
@@ -154,6 +217,41 @@ export class Connection {
     if (this.#outstanding >= MAX_OUTSTANDING && !this.#paused) {
       this.#paused = true;
       this.#socket.pause();
+    }
+  }
+
+  /**
+   * Charges this client's rate limits; when it is over them, stops reading from
+   * it for as long as its bucket needs to refill (the data already received is
+   * stored and answered), and returns why, for the ACK.
+   */
+  #throttle(entries: number, bytes: number): { wait_ms: number; reason: string } | null {
+    const limits = this.#ctx.rateLimits;
+    if (!limits?.active) return null;
+    const verdict = limits.charge(this.#ctx.client ?? this.#socket.remoteAddress ?? "?", entries, bytes);
+    if (!verdict) return null;
+    this.#ctx.stats.throttled++;
+    this.#socket.pause();
+    this.#throttledUntil = Math.max(this.#throttledUntil, Date.now() + verdict.wait_ms);
+    clearTimeout(this.#throttleTimer);
+    this.#throttleTimer = setTimeout(() => {
+      this.#throttleTimer = undefined;
+      if (!this.#paused && !this.#socket.destroyed) this.#socket.resume();
+    }, this.#throttledUntil - Date.now());
+    return verdict;
+  }
+
+  /** Starts the slow-frame clock when a frame is under way, stops it when none is. */
+  #watchFrame(): void {
+    if (this.#decoder.idle) {
+      clearTimeout(this.#frameTimer);
+      this.#frameTimer = undefined;
+    } else if (this.#frameTimer === undefined) {
+      this.#frameTimer = setTimeout(() => {
+        this.#refused("frame", "frame_timeout");
+        this.#ctx.log(`connection ${this.peer}: a frame did not arrive whole in time; closing`);
+        this.#socket.destroy();
+      }, this.#ctx.limits.frameTimeoutMs ?? 30_000);
     }
   }
 
@@ -173,7 +271,7 @@ export class Connection {
         this.#outstanding--;
         if (this.#paused && this.#outstanding < MAX_OUTSTANDING / 2 && !this.#ending) {
           this.#paused = false;
-          this.#socket.resume();
+          if (this.#throttleTimer === undefined) this.#socket.resume();
         }
       }
       if (payload !== null && !this.#socket.destroyed) this.#socket.write(encodeFrame(payload));
@@ -181,8 +279,8 @@ export class Connection {
   }
 
   /** Counts a refusal and records it in the audit trail. */
-  #refused(what: "frame" | "entry", reason: string, count = 1): void {
-    if (what === "frame") this.#ctx.stats.recordFrameRejected(reason);
+  #refused(what: "frame" | "entry" | "connection", reason: string, count = 1): void {
+    if (what !== "entry") this.#ctx.stats.recordFrameRejected(reason);
     else for (let i = 0; i < count; i++) this.#ctx.stats.recordEntryRejected(reason);
     const client = this.#ctx.client ? { client: this.#ctx.client } : {};
     this.#ctx.audit?.("refusal", { peer: this.peer, ...client, what, reason, ...(count > 1 ? { count } : {}) });
@@ -310,12 +408,18 @@ export class Connection {
     for (const r of batch.rejected) reasons.set(r.code, (reasons.get(r.code) ?? 0) + 1);
     for (const [reason, n] of reasons) this.#refused("entry", reason, n);
     stream.claimedSeq = seq;
+    const throttle = this.#throttle(batch.count, raw.length);
     const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
     const stored = Promise.all([this.#store(batch.data, batch.count, { stream: this.#streamId, seq }), quarantined])
       .then(
         () => {
           stream.storedSeq = Math.max(stream.storedSeq, seq);
-          return encodeAck(rejected.length > 0 ? { seq, stored: batch.count, rejected } : { seq, stored: batch.count });
+          return encodeAck({
+            seq,
+            stored: batch.count,
+            ...(rejected.length > 0 ? { rejected } : {}),
+            ...(throttle ? { throttle } : {}),
+          });
         },
         (err) => {
           stream.claimedSeq = stream.storedSeq;

@@ -23,6 +23,8 @@ export class ServerStats {
   framesRejected = 0;
   filesWritten = 0;
   fsyncs = 0;
+  /** Times a client was slowed down by its rate limit. */
+  throttled = 0;
   readonly rejectedByReason: Record<string, number> = {};
   /** Latest STATUS of each sending stream, with when it came. */
   readonly senders = new Map<string, { status: SenderStatus; atMs: number }>();
@@ -124,6 +126,7 @@ export class ServerStats {
       rejected_by_reason: { ...this.rejectedByReason },
       files_written: this.filesWritten,
       fsyncs: this.fsyncs,
+      throttled: this.throttled,
       current_file: owned.current_file,
       senders,
       privacy: owned.privacy,

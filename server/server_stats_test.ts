@@ -29,6 +29,7 @@ Deno.test("ServerStats.snapshot() reports counters, ratio and uptime", () => {
     rejected_by_reason: { bad_gzip: 2, invalid_entry: 1 },
     files_written: 0,
     fsyncs: 0,
+    throttled: 0,
     current_file: null,
     senders: { reporting: 0, spool_entries: 0, spool_bytes: 0, oldest_unacked_age_s: 0, retries: 0, dropped: 0 },
     privacy: null,

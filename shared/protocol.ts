@@ -78,6 +78,8 @@ export interface Ack {
   duplicate?: boolean;
   /** Entries refused; the rest of the batch was stored. */
   rejected?: EntryRejection[];
+  /** Set when the client is over its rate limit: the collector stops reading from it this long, and says why. */
+  throttle?: { wait_ms: number; reason: string };
 }
 
 /** Server's refusal of a whole message; `seq` is null when it could not be read. */

@@ -34,6 +34,8 @@ export interface StatsSnapshot {
   files_written: number;
   /** fsyncs of data files (one per group commit in batch mode). */
   fsyncs: number;
+  /** Times a client was slowed down by its rate limit (--rate-limit, --rate-limit-bytes). */
+  throttled: number;
   /** Name of the file being written, or null. */
   current_file: string | null;
   /** What the connected senders report (STATUS): their spools, retries and drops, summed. */
