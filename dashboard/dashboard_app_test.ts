@@ -18,6 +18,7 @@ const stats: StatsSnapshot = {
   rejected_by_reason: { bad_gzip: 3 },
   files_written: 124,
   fsyncs: 60,
+  throttled: 0,
   current_file: "tlslog-00000124.jsonl",
   senders: { reporting: 1, spool_entries: 10, spool_bytes: 300, oldest_unacked_age_s: 1.5, retries: 2, dropped: 0 },
   privacy: null,
