@@ -22,7 +22,7 @@ import {
   type TlsMaterial,
 } from "./tls_credentials.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
-import { ClientRateLimits, Connection, type IngestLimits } from "./connection.ts";
+import { ClientRateLimits, Connection, type IngestLimits, MemoryBudget } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
 import { QuarantineFile } from "./quarantine_file.ts";
@@ -271,6 +271,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     log,
     audit: (event: string, fields: Record<string, unknown>) => audit.record(event, fields),
     rateLimits: new ClientRateLimits(options.rateLimit ?? {}, now),
+    // 64 MiB of entries waiting for the disk, from all connections together, before reading stops.
+    budget: new MemoryBudget(64 << 20),
     guard: options.guard,
     quarantine,
   };

@@ -62,6 +62,38 @@ export interface ConnectionContext {
   client?: string | null;
   /** Per-client rate limits (by identity, else by IP address): token buckets shared by its connections. */
   rateLimits?: ClientRateLimits;
+  /** Bytes all connections together may have waiting for the store before they stop reading. */
+  budget?: MemoryBudget;
+}
+
+/** A byte budget shared by all connections: what arrived and waits to be stored. */
+export class MemoryBudget {
+  #used = 0;
+  #waiters: (() => void)[] = [];
+  /** @param limit bytes */
+  constructor(readonly limit: number) {}
+
+  /** Whether the budget is spent. */
+  get over(): boolean {
+    return this.#used > this.limit;
+  }
+
+  take(bytes: number): void {
+    this.#used += bytes;
+  }
+
+  give(bytes: number): void {
+    this.#used -= bytes;
+    if (this.#used <= this.limit / 2 && this.#waiters.length > 0) {
+      for (const wake of this.#waiters.splice(0)) wake();
+    }
+  }
+
+  /** Calls `wake` once the budget is half free again. */
+  whenUnder(wake: () => void): void {
+    if (this.#used <= this.limit / 2) wake();
+    else this.#waiters.push(wake);
+  }
 }
 
 /** Token buckets per client; a client over its rate is slowed (reading paused), never refused. */
@@ -135,6 +167,7 @@ export class Connection {
   #paused = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #throttleTimer: ReturnType<typeof setTimeout> | undefined;
+  #budgetPaused = false;
   #throttledUntil = 0;
   #ending = false;
   /** Settles when the socket has closed and every answer has been attempted. */
@@ -218,6 +251,16 @@ export class Connection {
       this.#paused = true;
       this.#socket.pause();
     }
+    // All connections together: past the budget of bytes waiting for the store, stop reading until it drains.
+    const budget = this.#ctx.budget;
+    if (budget?.over && !this.#budgetPaused) {
+      this.#budgetPaused = true;
+      this.#socket.pause();
+      budget.whenUnder(() => {
+        this.#budgetPaused = false;
+        if (!this.#paused && this.#throttleTimer === undefined && !this.#socket.destroyed) this.#socket.resume();
+      });
+    }
   }
 
   /**
@@ -236,7 +279,7 @@ export class Connection {
     clearTimeout(this.#throttleTimer);
     this.#throttleTimer = setTimeout(() => {
       this.#throttleTimer = undefined;
-      if (!this.#paused && !this.#socket.destroyed) this.#socket.resume();
+      if (!this.#paused && !this.#budgetPaused && !this.#socket.destroyed) this.#socket.resume();
     }, this.#throttledUntil - Date.now());
     return verdict;
   }
@@ -271,7 +314,7 @@ export class Connection {
         this.#outstanding--;
         if (this.#paused && this.#outstanding < MAX_OUTSTANDING / 2 && !this.#ending) {
           this.#paused = false;
-          if (this.#throttleTimer === undefined) this.#socket.resume();
+          if (this.#throttleTimer === undefined && !this.#budgetPaused) this.#socket.resume();
         }
       }
       if (payload !== null && !this.#socket.destroyed) this.#socket.write(encodeFrame(payload));
@@ -459,7 +502,13 @@ export class Connection {
   }
 
   async #store(lines: Uint8Array, count: number, progress?: StreamProgress): Promise<void> {
-    await this.#ctx.store.append(lines, count, progress);
+    const budget = this.#ctx.budget;
+    budget?.take(lines.length);
+    try {
+      await this.#ctx.store.append(lines, count, progress);
+    } finally {
+      budget?.give(lines.length);
+    }
     this.#ctx.stats.recordWritten(count);
     if (count > 0) this.#ctx.onStored?.(lines);
   }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { gunzipSync, gzipSync } from "node:zlib";
+import { constants, createGunzip, gunzipSync, gzipSync } from "node:zlib";
 
 /** Raised when a payload would decompress beyond the allowed size. */
 export class DecompressedTooLargeError extends Error {
@@ -34,11 +34,35 @@ export function gzip(data: Uint8Array, level = 1): Uint8Array {
  */
 export function gunzipBounded(data: Uint8Array, maxBytes: number): Uint8Array {
   try {
-    return asUint8Array(gunzipSync(data, { maxOutputLength: maxBytes }));
+    return asUint8Array(gunzipOnce(data, maxBytes));
   } catch (err) {
     if (err instanceof RangeError) throw new DecompressedTooLargeError(maxBytes);
     const message = err instanceof Error ? err.message : String(err);
     throw new GzipFormatError(`payload is not valid gzip: ${message}`);
+  }
+}
+
+/** The parts of Deno's node:zlib engine that gunzipSync uses inside. */
+interface ZlibEngine {
+  _processChunk?: (chunk: Uint8Array, flush: number) => Uint8Array;
+  _handle?: { close?: () => void } | null;
+}
+
+/**
+ * gunzipSync, with the native handle freed before returning. Deno's
+ * gunzipSync frees it later, from the event loop, and not at all until the
+ * loop turns: a burst of bad frames handled in one turn (a fuzzer, an
+ * attacker) held hundreds of MB of zlib state outside the JS heap. Falls back
+ * to gunzipSync where the engine does not have the expected shape.
+ */
+function gunzipOnce(data: Uint8Array, maxBytes: number): Uint8Array {
+  const engine = createGunzip({ maxOutputLength: maxBytes }) as unknown as ZlibEngine;
+  if (typeof engine._processChunk !== "function") return gunzipSync(data, { maxOutputLength: maxBytes });
+  try {
+    return engine._processChunk(data, constants.Z_FINISH);
+  } finally {
+    engine._handle?.close?.();
+    engine._handle = null;
   }
 }
 
