@@ -373,7 +373,10 @@ export class Connection {
       }
       text = verdict.line;
     }
-    this.#answer(this.#store(encoder.encode(text + "\n"), 1).then(() => V1_OK));
+    const line = encoder.encode(text + "\n");
+    // v1 has no field to say why: the client is only slowed.
+    this.#throttle(1, line.length);
+    this.#answer(this.#store(line, 1).then(() => V1_OK));
   }
 
   #onV2(payload: Uint8Array): void {

@@ -130,3 +130,30 @@ Deno.test("a client over --rate-limit is slowed and told why; everything is stil
   assert.equal(ids.length, 6_000);
   assert.equal(new Set(ids).size, 6_000);
 });
+
+Deno.test("a v1 client over --rate-limit is slowed too (it has no way to be told); every entry is stored", async () => {
+  await using tc = await startTestCollector({ rateLimit: { entriesPerSecond: 500 } });
+  const conn = await Deno.connectTls({ hostname: "localhost", port: tc.port, caCerts: [(await testCerts()).ca] });
+  await conn.handshake();
+  const frames = Array.from({ length: 800 }, (_, i) => encodeFrame(gzipSync(JSON.stringify({ id: i }))));
+  const wire = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  let at = 0;
+  for (const f of frames) {
+    wire.set(f, at);
+    at += f.length;
+  }
+  const writing = writeAll(conn, wire);
+  const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
+  let answers = 0;
+  const buf = new Uint8Array(65536);
+  while (answers < 800) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    answers += decoder.push(buf.subarray(0, n)).filter((e) => e.kind === "frame").length;
+  }
+  await writing;
+  conn.close();
+  assert.equal(answers, 800);
+  assert.ok(tc.collector.stats().throttled > 0, "never slowed");
+  assert.equal((await readStored(tc.dataDir)).length, 800);
+});
