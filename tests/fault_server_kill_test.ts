@@ -56,12 +56,16 @@ Deno.test("send of 200,000 entries: the collector is killed with SIGKILL 5 times
     const storedAtKill: number[] = [];
     for (let kill = 1; kill <= KILLS; kill++) {
       const threshold = Math.floor((TOTAL * kill) / (KILLS + 2)) * lineBytes;
+      const current = server;
       await waitFor(
         `${threshold / lineBytes} entries on disk before kill ${kill}`,
         async () => (await storedBytes(dataDir)) >= threshold,
-        30_000,
+        60_000,
         10,
-      );
+      ).catch((err) => {
+        // Say what the collector said: a stalled send is only explained there.
+        throw new Error(`${(err as Error).message}; serve's stderr:\n${current.stderr()}`);
+      });
       const status = await server.stop("SIGKILL");
       assert.equal(status.signal, "SIGKILL");
       storedAtKill.push(await countStoredLines(dataDir));
