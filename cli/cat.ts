@@ -5,6 +5,7 @@
  * @module
  */
 import type { EncryptionKey } from "../server/sealed_file.ts";
+import { writeAll } from "../server/commit_log.ts";
 import { listStoreFiles, readStoreFile } from "../server/store_files.ts";
 import { type CommandSpec, formatHelp, parseFlags, stringFlag, UsageError } from "./flags.ts";
 import { encryptionKeysFromFlag } from "./verify.ts";
@@ -100,7 +101,7 @@ async function printEntries(
     if (!set.data) continue;
     const data = await readStoreFile(dir, set.data, keys);
     if (since === null && until === null && grep === null) {
-      await writeAll(data);
+      await writeOut(data);
       continue;
     }
     let out = "";
@@ -112,7 +113,7 @@ async function printEntries(
       }
       out += line + "\n";
     }
-    await writeAll(encoder.encode(out));
+    await writeOut(encoder.encode(out));
   }
 }
 
@@ -121,10 +122,9 @@ class StdoutClosed extends Error {
   override name = "StdoutClosed";
 }
 
-async function writeAll(bytes: Uint8Array): Promise<void> {
-  let off = 0;
+async function writeOut(bytes: Uint8Array): Promise<void> {
   try {
-    while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));
+    await writeAll(Deno.stdout, bytes);
   } catch (err) {
     if (err instanceof Deno.errors.BrokenPipe) throw new StdoutClosed();
     throw err;

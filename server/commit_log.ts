@@ -165,8 +165,8 @@ function encodeRecord(position: CommitPosition, streams: Map<string, number>, ch
   return encoder.encode(JSON.stringify(record) + "\n");
 }
 
-/** Writes all of `data`. */
-export async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+/** Writes all of `data` to a file, or anything that writes like one (stdout). */
+export async function writeAll(file: { write(p: Uint8Array): Promise<number> }, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await file.write(data.subarray(off));
 }

@@ -29,8 +29,7 @@ import {
   formatChainHeader,
   genesisState,
   parseChainFile,
-  sameHash,
-  splitLines,
+  toHex,
 } from "./entry_chain.ts";
 import { type EncryptionKey, SealedWriter } from "./sealed_file.ts";
 import { ChainHasher } from "./chain_hasher.ts";
@@ -590,36 +589,35 @@ async function levelChainFile(
   const data = await readStoreFile(dir, set.data!, keys);
   if (set.chain === null) {
     const chained = chainLines(prev!, data);
-    await Deno.writeTextFile(
-      join(dir, chainFileName(set.index)),
-      formatChainHeader(set.index, prev!) + chained.records,
-      { mode: 0o600 },
-    );
+    await writeChainFile(dir, set.index, prev!, chained.records);
     return chained.state;
   }
   const chain = await readChainFile(dir, set.chain);
   if (chain.malformed.length > 0) {
     throw new StoreError(`${set.chain} line ${chain.malformed[0]} is not a chain record; run "tlslog verify"`);
   }
-  const lines = splitLines(data);
-  let state = chain.prev;
-  for (let i = 0; i < lines.length; i++) {
-    state = chainLines(state, lines[i]!).state;
-    const record = chain.records[i];
-    if (record && (record.seq !== state.seq || !sameHash(record.hash, state.head))) {
+  // One pass over the data: the records it gives, compared with those the file has. Records past the data
+  // (data cut back to the last commit) are cut.
+  const chained = chainLines(chain.prev, data);
+  const expected = chained.records.split("\n");
+  expected.pop();
+  for (const [i, record] of chain.records.slice(0, expected.length).entries()) {
+    if (`${record.seq} ${toHex(record.hash)}` !== expected[i]) {
       throw new StoreError(
         `${set.chain} line ${record.line} does not match line ${i + 1} of ${set.data}: ` +
           `the store was altered while the collector was stopped; run "tlslog verify"`,
       );
     }
   }
-  if (chain.records.length !== lines.length || chain.torn) {
-    await Deno.writeTextFile(
-      join(dir, set.chain),
-      formatChainHeader(set.index, chain.prev) + chainLines(chain.prev, data).records,
-    );
+  if (chain.records.length !== expected.length || chain.torn) {
+    await writeChainFile(dir, set.index, chain.prev, chained.records);
   }
-  return state;
+  return chained.state;
+}
+
+/** Writes the chain file of data file `index`: its header, then `records`. */
+async function writeChainFile(dir: string, index: number, prev: ChainState, records: string): Promise<void> {
+  await Deno.writeTextFile(join(dir, chainFileName(index)), formatChainHeader(index, prev) + records, { mode: 0o600 });
 }
 
 /**
@@ -639,11 +637,7 @@ async function chainUnchained(
     const data = await readStoreFile(dir, set.data, keys);
     const chained = chainLines(state, data);
     if (set.chain === null) {
-      await Deno.writeTextFile(
-        join(dir, chainFileName(set.index)),
-        formatChainHeader(set.index, state) + chained.records,
-        { mode: 0o600 },
-      );
+      await writeChainFile(dir, set.index, state, chained.records);
       built++;
     }
     state = chained.state;

@@ -26,6 +26,7 @@ import {
   verify,
 } from "node:crypto";
 import { dirname } from "node:path";
+import { syncDir, writeAll } from "./commit_log.ts";
 
 /** Raised for a malformed note, checkpoint, key name, key file or verifier key. */
 export class NoteError extends Error {
@@ -92,14 +93,14 @@ function toHex(bytes: Uint8Array): string {
 }
 
 /** Standard, padded base64. */
-function toBase64(bytes: Uint8Array): string {
+export function toBase64(bytes: Uint8Array): string {
   let s = "";
   for (const b of bytes) s += String.fromCharCode(b);
   return btoa(s);
 }
 
 /** Decodes standard, padded base64; null unless `text` is exactly the canonical encoding of the result. */
-function fromBase64(text: string): Uint8Array | null {
+export function fromBase64(text: string): Uint8Array | null {
   let binary: string;
   try {
     binary = atob(text);
@@ -381,22 +382,6 @@ export function parseCheckpoint(text: string): Checkpoint {
     throw new NoteError(`checkpoint line 3: hash must be ${HASH_BYTES} bytes, got ${hash.length}`);
   }
   return { origin, size, hash, extensions };
-}
-
-/** Writes all of `data` (commit_log.ts has the same helper; kept local so this module stands alone). */
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
-}
-
-/** Makes a new directory entry durable. */
-async function syncDir(dir: string): Promise<void> {
-  const d = await Deno.open(dir, { read: true });
-  try {
-    await d.sync();
-  } finally {
-    d.close();
-  }
 }
 
 /**

@@ -26,12 +26,14 @@ import type { AuditHead } from "./audit_log.ts";
 import type { ChainState } from "./entry_chain.ts";
 import {
   formatCheckpoint,
+  fromBase64,
   NoteError,
   type NoteSigner,
   type NoteVerifier,
   openNote,
   parseCheckpoint,
   parseVerifierKey,
+  toBase64,
 } from "./signed_note.ts";
 
 /** The checkpoint log's name, in the data directory and in the copy directory. */
@@ -63,14 +65,11 @@ export interface StoreCheckpoint {
   pruned: PrunedPrefix | null;
 }
 
-const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
+const b64 = toBase64;
+/** A 32-byte hash from canonical base64, or null. */
 function unb64(text: string): Uint8Array | null {
-  try {
-    const bin = atob(text);
-    return bin.length === 32 ? Uint8Array.from(bin, (c) => c.charCodeAt(0)) : null;
-  } catch {
-    return null;
-  }
+  const bytes = fromBase64(text);
+  return bytes?.length === 32 ? bytes : null;
 }
 
 /** The note text of a checkpoint. */
