@@ -7,6 +7,7 @@
  */
 import { type Entry, InvalidEntryError, parseEntry } from "../shared/json_entry.ts";
 import type { EntryRejection } from "../shared/protocol.ts";
+import { carriesProvenance, PROVENANCE_REFUSAL, stampLine } from "./provenance.ts";
 
 /** Raised when a batch cannot be read at all. */
 export class BatchFormatError extends Error {
@@ -34,7 +35,10 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 
 /**
- * Validates a batch body of `expected` newline-terminated JSON objects.
+ * Validates a batch body of `expected` newline-terminated JSON objects. An
+ * entry that sets the collector's provenance field is refused; with `stamp`
+ * (a provenance member, see provenance.ts) every stored line gets it. The
+ * kept `entries` are the lines as sent, unstamped.
  *
  * @throws {BatchFormatError} when the body is not UTF-8, or its line count differs from the header
  */
@@ -43,6 +47,7 @@ export function ingestBatch(
   expected: number,
   maxEntryBytes: number,
   keepEntries = false,
+  stamp?: string,
 ): IngestedBatch {
   let text: string;
   try {
@@ -69,6 +74,10 @@ export function ingestBatch(
     }
     try {
       const entry = parseEntry(line);
+      if (carriesProvenance(entry)) {
+        rejected.push({ index: i, code: "reserved_field", error: PROVENANCE_REFUSAL });
+        continue;
+      }
       entries?.push({ index: i, line, entry });
     } catch (err) {
       if (!(err instanceof InvalidEntryError)) throw err;
@@ -76,9 +85,10 @@ export function ingestBatch(
     }
   }
   const kept = entries ? { entries } : {};
-  if (rejected.length === 0) return { data: body, count: lines.length, rejected, ...kept };
+  if (rejected.length === 0 && stamp === undefined) return { data: body, count: lines.length, rejected, ...kept };
   const skip = new Set(rejected.map((r) => r.index));
-  const valid = lines.filter((_, i) => !skip.has(i));
+  let valid = rejected.length === 0 ? lines : lines.filter((_, i) => !skip.has(i));
+  if (stamp !== undefined) valid = valid.map((line) => stampLine(line, stamp));
   return {
     data: valid.length === 0 ? new Uint8Array(0) : encoder.encode(valid.join("\n") + "\n"),
     count: valid.length,

@@ -22,6 +22,7 @@ import {
   type TlsMaterial,
 } from "./tls_credentials.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
+import { provenanceMember } from "./provenance.ts";
 import { ClientRateLimits, Connection, type IngestLimits, MemoryBudget } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
@@ -323,7 +324,11 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         Deno.unrefTimer(setTimeout(() => socket.destroy(), 2000));
         return;
       }
-      const connection = new Connection(socket, { ...context, client: identity ? identityName(identity) : null });
+      const connection = new Connection(socket, {
+        ...context,
+        client: identity ? identityName(identity) : null,
+        ...(identity ? { provenance: provenanceMember(identity) } : {}),
+      });
       connections.add(connection);
       connection.closed.then(() => connections.delete(connection));
     });

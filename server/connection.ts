@@ -26,6 +26,7 @@ import type { ServerStats } from "./server_stats.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
 import type { QuarantineFile } from "./quarantine_file.ts";
 import type { StreamRegistry, StreamState } from "./stream_registry.ts";
+import { carriesProvenance, PROVENANCE_REFUSAL, stampLine } from "./provenance.ts";
 import { TokenBucket } from "../shared/token_bucket.ts";
 
 /** Limits applied to what a client sends. */
@@ -60,6 +61,8 @@ export interface ConnectionContext {
   audit?: (event: string, fields: Record<string, unknown>) => void;
   /** The client's certificate identity under mutual TLS, else null. */
   client?: string | null;
+  /** Under mutual TLS: the provenance member stamped on each entry this client sends (provenance.ts). */
+  provenance?: string;
   /** Per-client rate limits (by identity, else by IP address): token buckets shared by its connections. */
   rateLimits?: ClientRateLimits;
   /** Bytes all connections together may have waiting for the store before they stop reading. */
@@ -161,6 +164,8 @@ export class Connection {
   readonly #decoder: FrameDecoder;
   #stream: StreamState | null = null;
   #streamId = "";
+  /** The stream's key in the registry and commit log: the id, under mutual TLS with the identity. */
+  #streamKey = "";
   /** Answers are written in frame order: each waits for the one before. */
   #answers: Promise<void> = Promise.resolve();
   #outstanding = 0;
@@ -360,6 +365,7 @@ export class Connection {
       return this.#reject("invalid_entry", error, null);
     }
     this.#ctx.stats.entriesReceived++;
+    if (carriesProvenance(entry)) return this.#reject("reserved_field", PROVENANCE_REFUSAL, null);
     // Re-serialised: a v1 client may send pretty-printed JSON, and a stored entry is one line.
     let text = JSON.stringify(entry);
     const guard = this.#ctx.guard;
@@ -373,6 +379,7 @@ export class Connection {
       }
       text = verdict.line;
     }
+    if (this.#ctx.provenance !== undefined) text = stampLine(text, this.#ctx.provenance);
     const line = encoder.encode(text + "\n");
     // v1 has no field to say why: the client is only slowed.
     this.#throttle(1, line.length);
@@ -408,7 +415,10 @@ export class Connection {
 
   #onHello(stream: string): void {
     if (this.#stream !== null) return this.#reject("bad_message", "HELLO was already received", null);
-    this.#stream = this.#ctx.streams.get(stream);
+    // Under mutual TLS a stream belongs to the identity that sends it: another client naming the same
+    // stream id gets a stream of its own, and cannot have this one's batches taken for duplicates.
+    this.#streamKey = this.#ctx.client ? JSON.stringify([this.#ctx.client, stream]) : stream;
+    this.#stream = this.#ctx.streams.get(this.#streamKey);
     this.#streamId = stream;
     const { limits } = this.#ctx;
     this.#answer(encodeWelcome({
@@ -441,7 +451,13 @@ export class Connection {
     }
     let batch;
     try {
-      batch = ingestBatch(raw, count, this.#ctx.limits.maxEntryBytes, this.#ctx.guard !== undefined);
+      batch = ingestBatch(
+        raw,
+        count,
+        this.#ctx.limits.maxEntryBytes,
+        this.#ctx.guard !== undefined,
+        this.#ctx.provenance,
+      );
     } catch (err) {
       if (!(err instanceof BatchFormatError)) throw err;
       return this.#reject(err.code, err.message, seq);
@@ -456,7 +472,7 @@ export class Connection {
     stream.claimedSeq = seq;
     const throttle = this.#throttle(batch.count, raw.length);
     const rejected = batch.rejected.map(({ index, error, code }) => ({ index, error, code }));
-    const stored = Promise.all([this.#store(batch.data, batch.count, { stream: this.#streamId, seq }), quarantined])
+    const stored = Promise.all([this.#store(batch.data, batch.count, { stream: this.#streamKey, seq }), quarantined])
       .then(
         () => {
           stream.storedSeq = Math.max(stream.storedSeq, seq);
@@ -486,8 +502,9 @@ export class Connection {
     const aside: string[] = [];
     for (const { index, line, entry } of batch.entries!) {
       const verdict = guard.check(line, entry);
-      if (verdict.action === "store") kept.push(verdict.line);
-      else {
+      if (verdict.action === "store") {
+        kept.push(this.#ctx.provenance === undefined ? verdict.line : stampLine(verdict.line, this.#ctx.provenance));
+      } else {
         if (verdict.action === "quarantine") aside.push(verdict.line);
         const code = verdict.action === "reject" ? "not_deidentified" : "quarantined";
         batch.rejected.push({ index, code, error: verdict.error });
