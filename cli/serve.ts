@@ -89,6 +89,12 @@ export const serveSpec: CommandSpec = {
     "max-batch-bytes": { type: "string", default: "16MiB", help: "largest decompressed frame (gzip bombs stop here)" },
     "max-entry-bytes": { type: "string", default: "1MiB", help: "largest single entry" },
     "max-connections": { type: "string", default: "1024", help: "most connections open at once; more are closed" },
+    "memory-target": {
+      type: "string",
+      default: "192MiB",
+      arg: "size",
+      help: "resident memory above which the collector collects garbage and returns it to the system (0: off)",
+    },
     "handshake-timeout": {
       type: "string",
       default: "10s",
@@ -194,6 +200,9 @@ export function collectorOptionsFromFlags(flags: ParsedFlags): CollectorOptions 
     maxBatchBytes: sizeFlag(flags, serveSpec, "max-batch-bytes", 1024, 1024 ** 3),
     maxEntryBytes: sizeFlag(flags, serveSpec, "max-entry-bytes", 64, 256 * 1024 ** 2),
     maxConnections: intFlag(flags, serveSpec, "max-connections", 1, 1_000_000),
+    memoryTargetBytes: stringFlag(flags, "memory-target") === "0"
+      ? 0
+      : sizeFlag(flags, serveSpec, "memory-target", 32 * 1024 ** 2, 1024 ** 4),
     handshakeTimeoutMs: durationFlag(flags, serveSpec, "handshake-timeout", 100, 600_000),
     idleTimeoutMs: durationFlag(flags, serveSpec, "idle-timeout", 1000, 24 * 3_600_000),
     frameTimeoutMs: durationFlag(flags, serveSpec, "frame-timeout", 100, 3_600_000),

@@ -94,7 +94,7 @@ function unauthorized(c: Context, invalidBearer: boolean): Response {
 }
 
 /** The tiles of the page: label, stats field (dotted for nested ones), and how to show it. */
-const TILES: [label: string, field: string, format: "int" | "rate" | "ratio" | "duration"][] = [
+const TILES: [label: string, field: string, format: "int" | "rate" | "ratio" | "duration" | "mb"][] = [
   ["Entries received", "entries_received", "int"],
   ["Entries written", "entries_written", "int"],
   ["Entries / s", "entries_per_second", "rate"],
@@ -114,6 +114,8 @@ const TILES: [label: string, field: string, format: "int" | "rate" | "ratio" | "
   ["Chained entries", "evidence.chain_size", "int"],
   ["Checkpoints signed", "evidence.checkpoints_written", "int"],
   ["Deleted by retention", "evidence.entries_pruned", "int"],
+  ["Memory (resident)", "memory.rss_bytes", "mb"],
+  ["Memory collections", "memory.collections", "int"],
   ["Uptime", "uptime_s", "duration"],
 ];
 
@@ -163,7 +165,7 @@ ${body}
 }
 
 /** Formats one stats value for display. */
-export function formatValue(value: unknown, format: "int" | "rate" | "ratio" | "duration"): string {
+export function formatValue(value: unknown, format: "int" | "rate" | "ratio" | "duration" | "mb"): string {
   const n = typeof value === "number" ? value : 0;
   switch (format) {
     case "int":
@@ -172,6 +174,8 @@ export function formatValue(value: unknown, format: "int" | "rate" | "ratio" | "
       return n.toLocaleString("en-US", { maximumFractionDigits: 1 });
     case "ratio":
       return n === 0 ? "–" : `${(n * 100).toFixed(1)} %`;
+    case "mb":
+      return `${(n / 1048576).toFixed(0)} MB`;
     case "duration": {
       const s = Math.floor(n);
       const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
@@ -230,6 +234,7 @@ const fmt = {
   int: (n) => n.toLocaleString("en-US"),
   rate: (n) => n.toLocaleString("en-US", { maximumFractionDigits: 1 }),
   ratio: (n) => n === 0 ? "\\u2013" : (n * 100).toFixed(1) + " %",
+  mb: (n) => (n / 1048576).toFixed(0) + " MB",
   duration: (n) => { const s = Math.floor(n), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
     return h > 0 ? h + "h " + m + "m " + (s % 60) + "s" : m > 0 ? m + "m " + (s % 60) + "s" : s + "s"; },
 };

@@ -23,6 +23,16 @@ const stats: StatsSnapshot = {
   senders: { reporting: 1, spool_entries: 10, spool_bytes: 300, oldest_unacked_age_s: 1.5, retries: 2, dropped: 0 },
   privacy: null,
   tls: null,
+  memory: {
+    target_bytes: 192 * 1048576,
+    rss_bytes: 150 * 1048576,
+    peak_rss_bytes: 210 * 1048576,
+    collections: 42,
+    over_target_after_collection: 0,
+    collection_ms: 900,
+    can_collect: true,
+    can_trim: true,
+  },
   evidence: {
     chain_size: 1234,
     checkpoints_written: 7,
@@ -65,6 +75,8 @@ Deno.test("GET / renders every tile with current values and refreshes itself", a
       ["senders.spool_entries", "10"],
       ["senders.oldest_unacked_age_s", "1s"],
       ["fsyncs", "60"],
+      ["memory.rss_bytes", "150 MB"],
+      ["memory.collections", "42"],
     ]
   ) {
     assert.match(html, new RegExp(`id="${id}"[^>]*>${text}<`), id);

@@ -23,6 +23,8 @@ import {
 } from "./tls_credentials.ts";
 import type { StatsSnapshot } from "../shared/stats_snapshot.ts";
 import { provenanceMember } from "./provenance.ts";
+import { MemoryGovernor, type MemoryProbes } from "./memory_governor.ts";
+import { platformMemoryProbes } from "./memory_probes.ts";
 import { ClientRateLimits, Connection, type IngestLimits, MemoryBudget } from "./connection.ts";
 import { type FsyncMode, RotatingStore } from "./rotating_store.ts";
 import type { PrivacyGuard } from "./privacy_guard.ts";
@@ -91,10 +93,20 @@ export interface CollectorOptions extends IngestLimits {
   retention?: RetentionPolicy;
   /** Configuration recorded in the audit log's start event (no secrets). */
   auditConfig?: Record<string, unknown>;
+  /**
+   * Resident set, bytes, above which the collector runs a full garbage collection and returns freed
+   * memory to the system (see memory_governor.ts). Default 0: it only measures.
+   */
+  memoryTargetBytes?: number;
+  /** The memory probes. Default: this process's (memory_probes.ts). */
+  memoryProbes?: MemoryProbes;
 }
 
 /** A certificate expiring sooner than this is warned about (log, /api/stats). */
 const EXPIRY_WARNING_DAYS = 30;
+
+/** How often the memory governor looks at the resident set, besides after every few MB of input. */
+const MEMORY_CHECK_MS = 100;
 
 /** How often retention by age is checked besides at each rotation. */
 const RETENTION_CHECK_MS = 60_000;
@@ -260,6 +272,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }, options.checkpointIntervalMs ?? 10_000);
   const retentionTimer = setInterval(() => archiver.enforce(openStore.currentIndex), RETENTION_CHECK_MS);
+  const memory = new MemoryGovernor(options.memoryTargetBytes ?? 0, options.memoryProbes ?? platformMemoryProbes());
+  const memoryTimer = setInterval(() => memory.check(), MEMORY_CHECK_MS);
   const streams = new StreamRegistry(store.recoveredStreams);
   const connections = new Set<Connection>();
   const quarantine = options.guard ? new QuarantineFile(options.dataDir) : undefined;
@@ -274,6 +288,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     rateLimits: new ClientRateLimits(options.rateLimit ?? {}, now),
     // 64 MiB of entries waiting for the disk, from all connections together, before reading stops.
     budget: new MemoryBudget(64 << 20),
+    memory,
     guard: options.guard,
     quarantine,
   };
@@ -282,6 +297,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   async function stopEvidence(): Promise<void> {
     clearInterval(checkpointTimer);
     clearInterval(retentionTimer);
+    clearInterval(memoryTimer);
     await openStore.close();
     await archiver.close();
     while (running) await running;
@@ -417,6 +433,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return stats.snapshot({
         current_file: openStore.currentFile,
         privacy: options.guard?.stats ?? null,
+        memory: memory.stats(),
         tls: {
           min_version: minVersion,
           mutual,

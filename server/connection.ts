@@ -67,6 +67,8 @@ export interface ConnectionContext {
   rateLimits?: ClientRateLimits;
   /** Bytes all connections together may have waiting for the store before they stop reading. */
   budget?: MemoryBudget;
+  /** Told of the bytes taken into memory (received, inflated), so that it can check the resident set. */
+  memory?: { note(bytes: number): void };
 }
 
 /** A byte budget shared by all connections: what arrived and waits to be stored. */
@@ -237,6 +239,7 @@ export class Connection {
 
   #onData(chunk: Uint8Array): void {
     if (this.#ending) return;
+    this.#ctx.memory?.note(chunk.length);
     let events: FrameEvent[];
     try {
       events = this.#decoder.push(chunk);
@@ -344,15 +347,26 @@ export class Connection {
     this.#reject("frame_too_large", error, this.#v2 ? peekBatchSeq(head) : null);
   }
 
-  #onV1(payload: Uint8Array): void {
-    let raw: Uint8Array;
+  /** Inflates a payload within --max-batch-bytes; refuses it (and returns null) when it cannot. */
+  #inflate(data: Uint8Array, seq: number | null): Uint8Array | null {
+    const max = this.#ctx.limits.maxBatchBytes;
     try {
-      raw = gunzipBounded(payload, this.#ctx.limits.maxBatchBytes);
+      const raw = gunzipBounded(data, max);
+      this.#ctx.memory?.note(raw.length);
+      return raw;
     } catch (err) {
       const failure = gunzipFailure(err);
       if (!failure) throw err;
-      return this.#reject(failure.code, failure.error, null);
+      // A bomb inflated up to the limit before it was stopped.
+      this.#ctx.memory?.note(err instanceof DecompressedTooLargeError ? max : data.length);
+      this.#reject(failure.code, failure.error, seq);
+      return null;
     }
+  }
+
+  #onV1(payload: Uint8Array): void {
+    const raw = this.#inflate(payload, null);
+    if (raw === null) return;
     this.#countBytes(payload.length, raw.length);
     if (raw.length > this.#ctx.limits.maxEntryBytes) {
       return this.#reject("entry_too_large", `entry exceeds max-entry-bytes ${this.#ctx.limits.maxEntryBytes}`, null);
@@ -441,14 +455,8 @@ export class Connection {
       // Acknowledged once the original write (possibly still pending) is done.
       return this.#answer(this.#ctx.store.barrier().then(() => encodeAck({ seq, stored: 0, duplicate: true })));
     }
-    let raw: Uint8Array;
-    try {
-      raw = gunzipBounded(body, this.#ctx.limits.maxBatchBytes);
-    } catch (err) {
-      const failure = gunzipFailure(err);
-      if (!failure) throw err;
-      return this.#reject(failure.code, failure.error, seq);
-    }
+    const raw = this.#inflate(body, seq);
+    if (raw === null) return;
     let batch;
     try {
       batch = ingestBatch(

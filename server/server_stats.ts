@@ -77,11 +77,12 @@ export class ServerStats {
    * parts these counters do not own: the store's current file and the privacy check.
    */
   snapshot(
-    owned: Pick<StatsSnapshot, "current_file" | "privacy" | "evidence" | "tls"> = {
+    owned: Pick<StatsSnapshot, "current_file" | "privacy" | "evidence" | "tls" | "memory"> = {
       current_file: null,
       privacy: null,
       evidence: null,
       tls: null,
+      memory: null,
     },
   ): StatsSnapshot {
     const nowMs = this.#now();
@@ -132,6 +133,7 @@ export class ServerStats {
       privacy: owned.privacy,
       evidence: owned.evidence,
       tls: owned.tls,
+      memory: owned.memory,
       uptime_s: Math.round((nowMs - this.#startedMs) / 100) / 10,
       started_at: new Date(this.#startedMs).toISOString(),
     };

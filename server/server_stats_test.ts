@@ -35,6 +35,7 @@ Deno.test("ServerStats.snapshot() reports counters, ratio and uptime", () => {
     privacy: null,
     evidence: null,
     tls: null,
+    memory: null,
     uptime_s: 2.5,
     started_at: "2026-01-01T00:00:00.000Z",
   });

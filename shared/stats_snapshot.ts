@@ -78,6 +78,22 @@ export interface StatsSnapshot {
     /** Connections refused by --allow-clients. */
     clients_refused: number;
   } | null;
+  /** The collector's memory and its governor (see server/memory_governor.ts), or null where none is behind the stats. */
+  memory: {
+    /** Resident set above which the governor collects garbage; 0 when it only measures. */
+    target_bytes: number;
+    rss_bytes: number;
+    peak_rss_bytes: number;
+    /** Collections the governor ran. */
+    collections: number;
+    /** Collections after which the resident set was still over the target (memory in use). */
+    over_target_after_collection: number;
+    /** Milliseconds spent collecting and trimming, all told. */
+    collection_ms: number;
+    /** Whether the platform lets it collect (V8 gc) and trim (glibc malloc_trim). */
+    can_collect: boolean;
+    can_trim: boolean;
+  } | null;
   /** Tamper evidence and the lifecycle of stored files, or null where no store is behind the stats. */
   evidence: {
     /** Entries in the hash chain (committed). */

@@ -2020,6 +2020,8 @@ export interface CampaignReport {
   rssSamples: number;
   /** serve's VmRSS once a second: [seconds since serve started, KiB]. */
   rssTimeline: [number, number][];
+  /** The collector's own view of its memory at the end (`/api/stats` `memory`), if it has one. */
+  collectorMemory: Record<string, unknown> | null;
   probes: { sent: number; ok: number; failed: number; maxMs: number; failures: string[] };
   serveAlive: boolean;
   serveExit: { code: number; signal: string | null } | null;
@@ -2468,6 +2470,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
       peakRssKb: rss.kb,
       rssSamples: rss.samples,
       rssTimeline: rss.timeline,
+      collectorMemory: (stats?.memory as Record<string, unknown> | undefined) ?? null,
       probes,
       serveAlive,
       serveExit,
@@ -2541,6 +2544,15 @@ export function formatCampaignReport(r: CampaignReport): string {
     `Serve RSS over time (s: MB): ${
       thin(r.rssTimeline, 12).map(([t, kb]) => `${t.toFixed(0)}: ${(kb / 1024).toFixed(0)}`).join(", ")
     }.`,
+    ...(r.collectorMemory
+      ? [
+        `Collector memory governor (/api/stats memory): ${
+          Object.entries(r.collectorMemory).map(([k, v]) =>
+            `${k} ${typeof v === "number" && k.endsWith("bytes") ? `${(v / 1048576).toFixed(0)} MB` : v}`
+          ).join(", ")
+        }.`,
+      ]
+      : []),
     `Good client: ${fmt(r.good.entries)} entries in ${r.good.sends.length} sends (exit codes ${
       r.good.sends.map((s) => s.code).join(",")
     }); stored ${fmt(r.good.delivery.stored)}, distinct ${
