@@ -18,8 +18,12 @@
 # uid 65532, which must then be able to read /certs/server.key and write /data
 # (a named volume for /data starts out owned by 65532).
 #
-# The dashboard listens on 0.0.0.0 inside the container and has no
-# authentication: publish port 8080 on 127.0.0.1 only, as above.
+# The dashboard listens on 0.0.0.0 inside the container and requires a token:
+# set TLSLOG_DASHBOARD_TOKEN (-e), else one is generated and printed in the
+# container's log. Publish port 8080 on 127.0.0.1 only all the same, as above.
+#
+# The base is glibc (distroless cc), so the memory governor can hand freed
+# pages back with malloc_trim (the binary is compiled with -A, FFI included).
 #
 # The HEALTHCHECK connects to localhost:8443 and verifies the collector against
 # $TLSLOG_CA (/certs/ca.crt), so the server certificate must be valid for
