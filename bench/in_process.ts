@@ -10,6 +10,7 @@ import { Sender, type SendSummary } from "../client/sender.ts";
 import { connectTransport, type Transport } from "../client/tls_transport.ts";
 import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
 import { ALPN_V2, decodeMessage, encodeBatch, encodeHello, type V2Message } from "../shared/protocol.ts";
+import { writeAll } from "../shared/bytes.ts";
 
 const encoder = new TextEncoder();
 
@@ -111,11 +112,6 @@ export interface AckLatencyResult {
 export function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
-
-async function writeAll(conn: Transport["conn"], data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -31,7 +31,7 @@
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { writeAll } from "../server/commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
 import { chainLines, type ChainState, chainStep, genesisState } from "../server/entry_chain.ts";
 import { RotatingStore, type RotatingStoreOptions } from "../server/rotating_store.ts";
 import { keyFromBytes } from "../server/sealed_file.ts";

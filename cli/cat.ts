@@ -5,7 +5,7 @@
  * @module
  */
 import type { EncryptionKey } from "../server/sealed_file.ts";
-import { writeAll } from "../server/commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
 import { listStoreFiles, readStoreFile } from "../server/store_files.ts";
 import { type CommandSpec, formatHelp, parseFlags, stringFlag, UsageError } from "./flags.ts";
 import { encryptionKeysFromFlag } from "./verify.ts";

@@ -16,6 +16,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { concatBytes } from "../shared/bytes.ts";
 
 /** Where reading stands: which file (by inode) and the byte offset after the last complete line yielded. */
 export interface FollowPosition {
@@ -282,7 +283,7 @@ class Follower {
     const n = await r.file.read(this.#buf);
     if (n === null || n === 0) return "eof";
     r.readPos += n;
-    const bytes = concat(r.carry, this.#buf.subarray(0, n));
+    const bytes = concatBytes([r.carry, this.#buf.subarray(0, n)]);
     const end = bytes.lastIndexOf(NEWLINE) + 1;
     r.carry = bytes.slice(end);
     if (end === 0) return "partial";
@@ -377,13 +378,6 @@ function inodeOf(info: Deno.FileInfo, path: string): number {
 
 function stripCr(line: string): string {
   return line.endsWith("\r") ? line.slice(0, -1) : line;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts; leaves no timer behind. */

@@ -25,6 +25,7 @@ import {
 } from "../shared/protocol.ts";
 import type { Spool } from "./spool.ts";
 import { CertificateError, type Transport } from "./tls_transport.ts";
+import { writeAll } from "../shared/bytes.ts";
 
 /** Options for {@linkcode Sender}. */
 export interface SenderOptions {
@@ -724,11 +725,6 @@ export class Sender {
     this.#summary.rejected.push(rejection);
     this.#o.onEvent?.({ type: "rejected", ...rejection });
   }
-}
-
-async function writeAll(conn: Transport["conn"], data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
 /**

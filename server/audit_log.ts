@@ -23,7 +23,8 @@
 import { Buffer } from "node:buffer";
 import { hash } from "node:crypto";
 import { join } from "node:path";
-import { syncDir, writeAll } from "./commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
+import { syncDir } from "./commit_log.ts";
 
 /** Name of the audit log inside the data directory. */
 export const AUDIT_LOG_NAME = "tlslog-audit.jsonl";

@@ -16,6 +16,7 @@
  * @module
  */
 import { join } from "node:path";
+import { writeAll } from "../shared/bytes.ts";
 import { type ChainState, fromHex, toHex } from "./entry_chain.ts";
 
 /** Name of the commit log inside the data directory. */
@@ -163,12 +164,6 @@ export class CommitLog {
 function encodeRecord(position: CommitPosition, streams: Map<string, number>, chain: ChainState): Uint8Array {
   const record = { ...position, streams: Object.fromEntries(streams), seq: chain.seq, head: toHex(chain.head) };
   return encoder.encode(JSON.stringify(record) + "\n");
-}
-
-/** Writes all of `data` to a file, or anything that writes like one (stdout). */
-export async function writeAll(file: { write(p: Uint8Array): Promise<number> }, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
 }
 
 /** Makes a directory's entries (a new or renamed file) durable. */

@@ -7,7 +7,7 @@
  * @module
  */
 import { join } from "node:path";
-import { writeAll } from "./commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
 
 /** Appends quarantined entries, synced before they are acknowledged. */
 export class QuarantineFile {

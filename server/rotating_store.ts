@@ -20,7 +20,8 @@
  * @module
  */
 import { join } from "node:path";
-import { CommitLog, type CommitPosition, type CommitState, syncDir, writeAll } from "./commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
+import { CommitLog, type CommitPosition, type CommitState, syncDir } from "./commit_log.ts";
 import {
   chainFileName,
   ChainFormatError,

@@ -36,6 +36,8 @@
  *
  * @module
  */
+import { concatBytes } from "../shared/bytes.ts";
+import { toHex } from "./entry_chain.ts";
 
 /** Raised when a key file is unreadable or malformed, or a file is sealed under a key that was not given. */
 export class EncryptionKeyError extends Error {
@@ -69,12 +71,6 @@ const MAX_KEY_FILE_BYTES = 4096;
 const HKDF_INFO = new TextEncoder().encode("tlslog sealed file v1");
 const KEY_ID_MESSAGE = new TextEncoder().encode("tlslog key id");
 const MAKE_KEY_HINT = "make one with: openssl rand -hex 32 > KEYFILE && chmod 600 KEYFILE";
-
-function toHex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
-}
 
 function fromHex(hex: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(hex.length / 2);
@@ -312,7 +308,6 @@ export async function unseal(bytes: Uint8Array, keys: readonly EncryptionKey[], 
   const key = await fileKey(master, bytes.slice(MAGIC.length + KEY_ID_BYTES, SEALED_HEADER_BYTES), "decrypt");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const parts: Uint8Array[] = [];
-  let total = 0;
   let pos = SEALED_HEADER_BYTES;
   for (let index = 0; pos < bytes.length; index++) {
     const at = `${name}: record ${index} at byte ${pos}`;
@@ -336,16 +331,9 @@ export async function unseal(bytes: Uint8Array, keys: readonly EncryptionKey[], 
       throw new SealedFileError(`${at} failed authentication: the file was altered`);
     }
     parts.push(plain);
-    total += plain.length;
     pos = end;
   }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /**

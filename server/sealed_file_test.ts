@@ -14,6 +14,7 @@ import {
   SealedWriter,
   unseal,
 } from "./sealed_file.ts";
+import { concatBytes } from "../shared/bytes.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -32,16 +33,6 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 /** A whole sealed file of `plains`, and its records. */
 async function sealAll(
   key: Awaited<ReturnType<typeof keyFromBytes>>,
@@ -50,7 +41,7 @@ async function sealAll(
   const w = await SealedWriter.create(key);
   const records: Uint8Array[] = [];
   for (const p of plains) records.push(await w.seal(p));
-  return { file: concat([w.header, ...records]), records, header: w.header };
+  return { file: concatBytes([w.header, ...records]), records, header: w.header };
 }
 
 /** Asserts that the message shows none of the key's material. */
@@ -103,7 +94,7 @@ Deno.test("sealed records round-trip through a real file", async () => {
     assert.ok(isSealed(bytes));
     assert.equal(sealedKeyId(bytes), key.id);
     const out = await unseal(bytes, [key], path);
-    assert.deepStrictEqual(out, concat(plains));
+    assert.deepStrictEqual(out, concatBytes(plains));
     // The plaintext does not show through.
     const needle = enc.encode('{"b":2}');
     assert.ok(!dec.decode(bytes).includes('{"a":1}') && !dec.decode(bytes).includes(dec.decode(needle)));
@@ -239,17 +230,17 @@ Deno.test("records swapped or copied from another file fail authentication", asy
   const key = await keyFromBytes(rawKey(1));
   // Same lengths, so only the cryptography can tell.
   const { header, records } = await sealAll(key, [enc.encode("aaaa\n"), enc.encode("bbbb\n"), enc.encode("cccc\n")]);
-  const swapped = concat([header, records[1]!, records[0]!, records[2]!]);
+  const swapped = concatBytes([header, records[1]!, records[0]!, records[2]!]);
   await assert.rejects(unseal(swapped, [key], "f"), {
     name: "SealedFileError",
     message: `f: record 0 at byte ${SEALED_HEADER_BYTES} failed authentication: the file was altered`,
   });
-  const dropped = concat([header, records[0]!, records[2]!]);
+  const dropped = concatBytes([header, records[0]!, records[2]!]);
   await assert.rejects(unseal(dropped, [key], "f"), { name: "SealedFileError", message: /record 1 .* authentication/ });
   const other = await sealAll(key, [enc.encode("aaaa\n")]);
-  const foreign = concat([header, other.records[0]!]);
+  const foreign = concatBytes([header, other.records[0]!]);
   await assert.rejects(unseal(foreign, [key], "f"), { name: "SealedFileError", message: /record 0 .* authentication/ });
-  const otherHeader = concat([other.header, ...records]);
+  const otherHeader = concatBytes([other.header, ...records]);
   await assert.rejects(unseal(otherHeader, [key], "f"), { name: "SealedFileError" });
 });
 
@@ -267,7 +258,7 @@ Deno.test("a cut inside a record is an error, a cut at a record boundary returns
       await assert.rejects(unseal(part, [key], "f"), { name: "SealedFileError", message: /cut short|not a sealed/ });
     } else if (b >= 0) {
       // Whole records only: returned as a valid, shorter file (missing tails are the caller's to notice).
-      assert.deepStrictEqual(await unseal(part, [key], "f"), concat(plains.slice(0, b)));
+      assert.deepStrictEqual(await unseal(part, [key], "f"), concatBytes(plains.slice(0, b)));
       assert.deepStrictEqual(sealedRecordEnds(part), ends.slice(0, b));
     } else {
       const torn = boundaries.filter((x) => x < cut).length - 1;

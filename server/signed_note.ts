@@ -26,7 +26,9 @@ import {
   verify,
 } from "node:crypto";
 import { dirname } from "node:path";
-import { syncDir, writeAll } from "./commit_log.ts";
+import { concatBytes, writeAll } from "../shared/bytes.ts";
+import { syncDir } from "./commit_log.ts";
+import { toHex } from "./entry_chain.ts";
 
 /** Raised for a malformed note, checkpoint, key name, key file or verifier key. */
 export class NoteError extends Error {
@@ -87,11 +89,6 @@ const HASH_BYTES = 32;
 /** As in the Go implementation: more signature lines than this make a note malformed. */
 const MAX_SIGNATURES = 100;
 
-/** Lowercase hex of bytes. */
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** Standard, padded base64. */
 export function toBase64(bytes: Uint8Array): string {
   let s = "";
@@ -109,16 +106,6 @@ export function fromBase64(text: string): Uint8Array | null {
   }
   const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
   return toBase64(bytes) === text ? bytes : null;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** `U+XXXX` for a character, for error messages. */
@@ -145,7 +132,9 @@ function checkKeyName(name: string, where: string): void {
 
 /** First 4 bytes of SHA-256(name || "\n" || 0x01 || public key). */
 function computeKeyId(name: string, publicKey: Uint8Array): Uint8Array {
-  const digest = createHash("sha256").update(concat(encoder.encode(name + "\n"), Uint8Array.of(ALG_ED25519), publicKey))
+  const digest = createHash("sha256").update(
+    concatBytes([encoder.encode(name + "\n"), Uint8Array.of(ALG_ED25519), publicKey]),
+  )
     .digest();
   return new Uint8Array(digest.subarray(0, KEY_ID_BYTES));
 }
@@ -205,7 +194,7 @@ export function createSigner(privateKeyPem: string, name: string): NoteSigner {
   }
   const publicKey = rawPublicKey(key);
   const keyId = computeKeyId(name, publicKey);
-  const verifierKey = `${name}+${toHex(keyId)}+${toBase64(concat(Uint8Array.of(ALG_ED25519), publicKey))}`;
+  const verifierKey = `${name}+${toHex(keyId)}+${toBase64(concatBytes([Uint8Array.of(ALG_ED25519), publicKey]))}`;
   return {
     name,
     keyId,
@@ -213,7 +202,7 @@ export function createSigner(privateKeyPem: string, name: string): NoteSigner {
     sign(text: string): string {
       checkText(text, "note text");
       const signature = new Uint8Array(sign(null, encoder.encode(text), key));
-      return `${text}\n${SIG_PREFIX}${name} ${toBase64(concat(keyId, signature))}\n`;
+      return `${text}\n${SIG_PREFIX}${name} ${toBase64(concatBytes([keyId, signature]))}\n`;
     },
   };
 }

@@ -24,7 +24,8 @@
  */
 import { join } from "node:path";
 import { createGzip, type Gzip } from "node:zlib";
-import { syncDir, writeAll } from "./commit_log.ts";
+import { concatBytes, writeAll } from "../shared/bytes.ts";
+import { syncDir } from "./commit_log.ts";
 import { type ChainState, parseChainFile } from "./entry_chain.ts";
 import { type EncryptionKey, SealedWriter } from "./sealed_file.ts";
 import {
@@ -41,17 +42,6 @@ import {
 /** Writes `chunk` into the gzip stream, waiting when its buffer is full. */
 async function feed(gz: Gzip, chunk: Uint8Array): Promise<void> {
   if (!gz.write(chunk)) await new Promise<void>((resolve) => gz.once("drain", () => resolve()));
-}
-
-function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 const DAY_MS = 86_400_000;
@@ -329,7 +319,7 @@ export class StoreArchiver {
           let pendingBytes = 0;
           const flush = async () => {
             if (pendingBytes === 0) return;
-            const chunk = concatBytes(pending, pendingBytes);
+            const chunk = pending.length === 1 ? pending[0]! : concatBytes(pending);
             pending = [];
             pendingBytes = 0;
             await write(sealer ? await sealer.seal(chunk) : chunk);

@@ -17,7 +17,8 @@
  */
 import { join } from "node:path";
 import type { ChainHasher } from "./chain_hasher.ts";
-import { syncDir, writeAll } from "./commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
+import { syncDir } from "./commit_log.ts";
 import { chainFileName, chainLines, type ChainState, formatChainHeader } from "./entry_chain.ts";
 
 /** Options for {@linkcode StoreChainer}. */

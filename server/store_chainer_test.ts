@@ -11,6 +11,7 @@ import {
   parseChainFile,
   toHex,
 } from "./entry_chain.ts";
+import { concatBytes } from "../shared/bytes.ts";
 
 const enc = new TextEncoder();
 /** `n` JSON lines with ids from `from`, of varying length, newline-terminated. */
@@ -27,16 +28,6 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 const stateText = (s: ChainState) => `${s.seq} ${toHex(s.head)}`;
@@ -73,7 +64,7 @@ function expectedFiles(start: ChainState): { files: Map<string, string>; state: 
   const files = new Map<string, string>();
   let state = start;
   for (const index of [...new Set(CHUNKS.map((c) => c.index))]) {
-    const data = concat(CHUNKS.filter((c) => c.index === index).map((c) => c.data));
+    const data = concatBytes(CHUNKS.filter((c) => c.index === index).map((c) => c.data));
     const chained = chainLines(state, data);
     files.set(chainFileName(index), formatChainHeader(index, state) + chained.records);
     state = chained.state;
@@ -116,7 +107,7 @@ Deno.test("StoreChainer (inline) writes one chain file per data file, each heade
       assert.equal(toHex(parsed[i]!.prev.head), toHex(last.hash));
     }
     // All records together are chainLines() over all the data in order.
-    const all = chainLines(START, concat(CHUNKS.map((c) => c.data)));
+    const all = chainLines(START, concatBytes(CHUNKS.map((c) => c.data)));
     const records = [...files.values()].map((t) => t.slice(t.indexOf("\n") + 1)).join("");
     assert.equal(records, all.records);
     assert.equal(stateText(state), stateText(all.state));
@@ -208,7 +199,7 @@ Deno.test("StoreChainer.room() resolves at once under the bound and waits for th
     let queuedSeq = -1;
     await chainer.room().then(() => queuedSeq = chainer.state.seq);
     assert.equal(queuedSeq, 31);
-    const expected = chainLines(genesisState(), concat([small, ...big]));
+    const expected = chainLines(genesisState(), concatBytes([small, ...big]));
     assert.equal(stateText(chainer.state), stateText(expected.state));
     await chainer.close();
     assert.equal(
@@ -305,7 +296,7 @@ Deno.test("StoreChainer state after close equals chainLines() over everything en
       if (i % 7 === 0) await chainer.idle();
     }
     await chainer.close();
-    const all = chainLines(genesisState(), concat(parts));
+    const all = chainLines(genesisState(), concatBytes(parts));
     assert.equal(stateText(chainer.state), stateText(all.state));
     const files = await readChainFiles(dir);
     assert.deepStrictEqual([...files.keys()], [1, 2, 3, 4].map(chainFileName));

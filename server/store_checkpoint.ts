@@ -21,7 +21,8 @@
  * @module
  */
 import { join } from "node:path";
-import { syncDir, writeAll } from "./commit_log.ts";
+import { writeAll } from "../shared/bytes.ts";
+import { syncDir } from "./commit_log.ts";
 import type { AuditHead } from "./audit_log.ts";
 import type { ChainState } from "./entry_chain.ts";
 import {

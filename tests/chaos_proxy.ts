@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { writeAll } from "../shared/bytes.ts";
 
 /** Options for {@linkcode startChaosProxy}. */
 export interface ChaosProxyOptions {
@@ -244,9 +245,4 @@ class Relay {
     this.#relayed = this.#budget;
     return remaining;
   }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }

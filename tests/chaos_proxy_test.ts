@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { seededRandom } from "../client/healthcare_source.ts";
 import { ChaosProxyOptionsError, startChaosProxy } from "./chaos_proxy.ts";
+import { concatBytes, writeAll } from "../shared/bytes.ts";
 
 const TIMEOUT_MS = 10_000;
 
@@ -32,21 +33,6 @@ function randomBytes(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, () => Math.floor(random() * 256));
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-}
-
 /** Errors a peer sees when the other end went away. */
 function isDisconnect(error: unknown): boolean {
   return error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
@@ -65,11 +51,11 @@ async function readToEnd(conn: Deno.Conn): Promise<Received> {
   try {
     while (true) {
       const read = await conn.read(buffer);
-      if (read === null) return { bytes: concat(chunks), end: "eof" };
+      if (read === null) return { bytes: concatBytes(chunks), end: "eof" };
       chunks.push(buffer.slice(0, read));
     }
   } catch (error) {
-    if (error instanceof Deno.errors.ConnectionReset) return { bytes: concat(chunks), end: "reset" };
+    if (error instanceof Deno.errors.ConnectionReset) return { bytes: concatBytes(chunks), end: "reset" };
     throw error;
   }
 }

@@ -38,6 +38,7 @@ import { ALPN_V2 } from "../shared/protocol.ts";
 import { listDataFiles, readStoreFile } from "../server/store_files.ts";
 import { type ServeProcess, spawnServe, testCerts } from "./test_support.ts";
 import { type DeliveryReport, deliveryReport, freePort, spawnTlslog } from "./fault_support.ts";
+import { concatBytes, writeAll } from "../shared/bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -150,18 +151,6 @@ export const SERVE_DEFAULT_LIMITS: FuzzLimits = {
   maxEntryBytes: 1 << 20,
 };
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function lengthHeader(length: number): Uint8Array {
   const out = new Uint8Array(4);
   new DataView(out.buffer).setUint32(0, length >>> 0);
@@ -170,7 +159,7 @@ function lengthHeader(length: number): Uint8Array {
 
 /** `[u32 BE length][payload]`. */
 export function frameBytes(payload: Uint8Array): Uint8Array {
-  return concat([lengthHeader(payload.length), payload]);
+  return concatBytes([lengthHeader(payload.length), payload]);
 }
 
 function gz(data: string | Uint8Array, level = 1): Uint8Array {
@@ -324,7 +313,7 @@ class Corpus {
     this.bombs.push({ gz: gz(line.repeat(n), 9), lines: n });
     // Two members, each under the limit, together over it.
     const half = gz(new Uint8Array(Math.ceil(over / 2) + 1), 9);
-    this.bombs.push({ gz: concat([half, half]), lines: null });
+    this.bombs.push({ gz: concatBytes([half, half]), lines: null });
     const e = limits.maxEntryBytes;
     for (const bytes of [e + 1, e + 2, e + 3, e + rng.int(4, 1000), e + rng.int(1000, 5000), 2 * e]) {
       const text = hugeEntry(rng, bytes);
@@ -363,7 +352,7 @@ class Corpus {
         const length = got.length >= 5 ? new DataView(got.buffer, got.byteOffset).getUint16(3) : 0;
         const all = got.length >= 5 + length
           ? got
-          : concat([got, await readAtLeast(conn, 5 + length - got.length, 5_000)]);
+          : concatBytes([got, await readAtLeast(conn, 5 + length - got.length, 5_000)]);
         if (all.length >= 5 + length && all[0] === 0x16) this.clientHellos.push(all.slice(0, 5 + length));
       } finally {
         conn.close();
@@ -391,7 +380,7 @@ async function readAtLeast(conn: Deno.Conn, n: number, ms: number): Promise<Uint
     parts.push(buf.subarray(0, r));
     got += r;
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 // ---------------------------------------------------------------------------
@@ -461,7 +450,7 @@ function badGzip(rng: Rng, content: string): Uint8Array {
     case 0:
       return rng.bytes(rng.int(1, 512));
     case 1:
-      return concat([new Uint8Array([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff]), rng.bytes(rng.int(0, 256))]);
+      return concatBytes([new Uint8Array([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff]), rng.bytes(rng.int(0, 256))]);
     case 2:
       return good.slice(0, rng.int(1, good.length - 1));
     case 3: {
@@ -486,7 +475,7 @@ function badGzip(rng: Rng, content: string): Uint8Array {
 
 /** `{"fuzz":"utf8","s":"..<bad bytes>.."}` */
 function badUtf8Entry(rng: Rng): Uint8Array {
-  return concat([
+  return concatBytes([
     encoder.encode('{"fuzz":"utf8","s":"ab'),
     new Uint8Array(rng.pick(BAD_UTF8)),
     rng.chance(0.5) ? encoder.encode("cd") : new Uint8Array(0),
@@ -710,7 +699,7 @@ function bodyOf(parts: readonly (string | Uint8Array)[]): Uint8Array {
     }
   }
   if (text || out.length === 0) out.push(gz(text));
-  return concat(out);
+  return concatBytes(out);
 }
 
 function v2Frame(
@@ -756,8 +745,8 @@ function v2Frame(
     }
     case "v2_bad_utf8": {
       const lines: Uint8Array[] = validLines(rng, rng.int(0, 4), "utf8").map((l) => encoder.encode(l + "\n"));
-      lines.splice(rng.int(0, lines.length), 0, concat([badUtf8Entry(rng), encoder.encode("\n")]));
-      const { payload, seq } = freshBatch(state, lines.length, gz(concat(lines)));
+      lines.splice(rng.int(0, lines.length), 0, concatBytes([badUtf8Entry(rng), encoder.encode("\n")]));
+      const { payload, seq } = freshBatch(state, lines.length, gz(concatBytes(lines)));
       return mk(kind, payload, "refuse", { code: "bad_utf8", seq, lines: lines.length });
     }
     case "v2_wrong_count": {
@@ -852,7 +841,7 @@ function v2Frame(
       // A body starting with a UTF-8 BOM: TextDecoder drops it, so the lines look valid, but "stored byte
       // for byte" keeps it. The protocol does not say which; the store check reports stored non-JSON lines.
       const lines = validLines(rng, rng.int(1, 3), "bom");
-      const body = gz(concat([new Uint8Array([0xef, 0xbb, 0xbf]), encoder.encode(lines.join("\n") + "\n")]));
+      const body = gz(concatBytes([new Uint8Array([0xef, 0xbb, 0xbf]), encoder.encode(lines.join("\n") + "\n")]));
       const { payload, seq } = freshBatch(state, lines.length, body);
       state.maxSent = seq;
       return mk(kind, payload, "maybe", { seq, lines: lines.length, mayStore: lines.length });
@@ -928,11 +917,15 @@ function v2Common(kind: string, rng: Rng, state: V2State, limits: FuzzLimits): F
       return mk(kind, batchPayload(seq, 1, body), "refuse", { code: "bad_seq", lines: 1 });
     }
     case "v2_short_batch":
-      return mk(kind, concat([new Uint8Array([0x02]), rng.bytes(rng.int(0, 11))]), "refuse", { code: "bad_message" });
+      return mk(kind, concatBytes([new Uint8Array([0x02]), rng.bytes(rng.int(0, 11))]), "refuse", {
+        code: "bad_message",
+      });
     case "v2_unknown_type": {
       let type = rng.int(0, 255);
       if ((type >= 1 && type <= 4) || (type >= 0x81 && type <= 0x84)) type = rng.pick([0x00, 0x05, 0x7f, 0x80, 0xff]);
-      return mk(kind, concat([new Uint8Array([type]), rng.bytes(rng.size(256))]), "refuse", { code: "unknown_type" });
+      return mk(kind, concatBytes([new Uint8Array([type]), rng.bytes(rng.size(256))]), "refuse", {
+        code: "unknown_type",
+      });
     }
     case "v2_server_type": {
       const type = rng.int(0x81, 0x84);
@@ -948,7 +941,7 @@ function v2Common(kind: string, rng: Rng, state: V2State, limits: FuzzLimits): F
       return mk(kind, new Uint8Array(0), "refuse", { code: "bad_message" });
     case "v2_bad_ping": {
       const n = rng.pick([0, 1, 2, 3, 5, 8, 100]);
-      return mk(kind, concat([new Uint8Array([0x03]), rng.bytes(n)]), "refuse", { code: "bad_message" });
+      return mk(kind, concatBytes([new Uint8Array([0x03]), rng.bytes(n)]), "refuse", { code: "bad_message" });
     }
     case "v2_ping":
       return mk(kind, pingPayload(rng.u32()), "accept", { malformed: false });
@@ -964,13 +957,13 @@ function tailFrame(rng: Rng, limits: FuzzLimits): Frame {
     case 0: {
       // Half a frame of a length within the limits.
       const length = rng.int(2, Math.min(limits.maxFrameBytes, 65536));
-      const wire = concat([lengthHeader(length), rng.bytes(Math.floor(length / 2))]);
+      const wire = concatBytes([lengthHeader(length), rng.bytes(Math.floor(length / 2))]);
       return { kind: "tail_half_frame", wire, expect: "refuse", code: "truncated_frame", malformed: true };
     }
     case 1: {
       // A length near 2^32, some of its bytes, then close.
       const length = 0xffffffff - rng.int(0, 0x20);
-      const wire = concat([lengthHeader(length), rng.bytes(rng.pick([0, 1, 16, rng.size(65536)]))]);
+      const wire = concatBytes([lengthHeader(length), rng.bytes(rng.pick([0, 1, 16, rng.size(65536)]))]);
       return { kind: "tail_length_near_2^32", wire, expect: "refuse", code: "truncated_frame", malformed: true };
     }
     default:
@@ -1002,7 +995,7 @@ function rawGarbage(rng: Rng, corpus: Corpus): { kind: string; bytes: Uint8Array
       const body = rng.bytes(rng.int(0, 2048));
       const head = new Uint8Array([rng.pick([0x14, 0x15, 0x16, 0x17, 0x18]), 0x03, rng.int(0, 4), 0, 0]);
       new DataView(head.buffer).setUint16(3, body.length);
-      return { kind: "raw_tls_record", bytes: concat([head, body]) };
+      return { kind: "raw_tls_record", bytes: concatBytes([head, body]) };
     }
     case 5:
       return { kind: "raw_tls_alert", bytes: new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, rng.int(0, 255)]) };
@@ -1010,7 +1003,7 @@ function rawGarbage(rng: Rng, corpus: Corpus): { kind: string; bytes: Uint8Array
       // An SSLv2-style hello.
       return {
         kind: "raw_sslv2_hello",
-        bytes: concat([new Uint8Array([0x80, 0x2e, 0x01, 0x00, 0x02]), rng.bytes(43)]),
+        bytes: concatBytes([new Uint8Array([0x80, 0x2e, 0x01, 0x00, 0x02]), rng.bytes(43)]),
       };
     default: {
       const hello = corpus.clientHellos.length > 0 ? rng.pick(corpus.clientHellos) : null;
@@ -1043,7 +1036,7 @@ function mutateHello(rng: Rng, hello: Uint8Array): Uint8Array {
       out[10] = 0x00;
       return out;
     default:
-      return concat([out, new Uint8Array([0x17, 0x03, 0x03, 0x00, 0x20]), rng.bytes(32)]);
+      return concatBytes([out, new Uint8Array([0x17, 0x03, 0x03, 0x00, 0x20]), rng.bytes(32)]);
   }
 }
 
@@ -1139,10 +1132,6 @@ async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   } catch {
     // either side gone
   }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 
 // ---------------------------------------------------------------------------
@@ -1428,7 +1417,7 @@ function v1Reason(error: string): string {
 class AnswerParser {
   #buf: Uint8Array = new Uint8Array(0);
   push(chunk: Uint8Array): Uint8Array[] {
-    this.#buf = this.#buf.length === 0 ? chunk.slice() : concat([this.#buf, chunk]);
+    this.#buf = this.#buf.length === 0 ? chunk.slice() : concatBytes([this.#buf, chunk]);
     const out: Uint8Array[] = [];
     let at = 0;
     while (this.#buf.length - at >= 4) {
@@ -1677,7 +1666,7 @@ async function tlsConnection(run: FuzzRun, rng: Rng, type: "v1" | "v2", n: numbe
     let writeFailed = false;
     const flush = async () => {
       if (chunk.length === 0) return;
-      const bytes = concat(chunk);
+      const bytes = concatBytes(chunk);
       const frames = chunkFrames;
       chunk = [];
       chunkFrames = [];
@@ -1862,7 +1851,7 @@ async function injectConnection(run: FuzzRun, rng: Rng): Promise<void> {
     const record = (type: number, length: number) => {
       const head = new Uint8Array([type, 0x03, 0x03, 0, 0]);
       new DataView(head.buffer).setUint16(3, length);
-      return concat([head, body]);
+      return concatBytes([head, body]);
     };
     const garbage = rng.pick([
       () => record(0x17, body.length), // application data that fails to decrypt
@@ -2133,7 +2122,7 @@ async function pingOnce(host: string, port: number, caCert: string, timeoutMs: n
     const nonce = (Math.random() * 0xffffffff) >>> 0;
     await writeAll(conn, frameBytes(pingPayload(nonce)));
     const got = await readAtLeast(conn, 9, timeoutMs);
-    const expected = frameBytes(concat([new Uint8Array([0x84]), pingPayload(nonce).subarray(1)]));
+    const expected = frameBytes(concatBytes([new Uint8Array([0x84]), pingPayload(nonce).subarray(1)]));
     if (got.length < 9 || !expected.every((b, i) => got[i] === b)) {
       throw new Error(`no PONG (got ${got.length} bytes)`);
     }

@@ -12,6 +12,7 @@ import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
 import { ALPN_V2, decodeMessage, encodeBatch, encodeHello, type V2Message } from "../shared/protocol.ts";
 import { readStored, runTlslog, startTestCollector, testCerts } from "./test_support.ts";
 import { waitFor } from "./fault_support.ts";
+import { writeAll } from "../shared/bytes.ts";
 
 async function connect(port: number): Promise<Deno.TlsConn> {
   const conn = await Deno.connectTls({
@@ -36,10 +37,6 @@ async function readToClose(conn: Deno.TlsConn): Promise<V2Message[]> {
       if (e.kind === "frame") out.push(decodeMessage(e.payload.slice()));
     }
   }
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
 Deno.test("a frame that stops half-way is refused and its connection closed after --frame-timeout", async () => {

@@ -8,57 +8,36 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { spawnServe, testCerts } from "./test_support.ts";
-import { tempDir } from "./fault_support.ts";
+import { freePort, tempDir } from "./fault_support.ts";
+import { writeAll } from "../shared/bytes.ts";
+import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
 
 const BOMB = gzipSync(new Uint8Array(4 << 20)); // 4 MiB of zeros in about 4 KB
 const CONNECTIONS = 4;
 const BOMBS_PER_CONNECTION = 200;
 
-function frame(payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(4 + payload.length);
-  new DataView(out.buffer).setUint32(0, payload.length);
-  out.set(payload, 4);
-  return out;
-}
-
 /** Sends the bombs on one v1 connection and waits for every answer. */
 async function flood(port: number, ca: string): Promise<number> {
   const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts: [ca] });
-  const wire = frame(BOMB);
+  const wire = encodeFrame(BOMB);
   const writing = (async () => {
-    for (let i = 0; i < BOMBS_PER_CONNECTION; i++) {
-      for (let off = 0; off < wire.length;) off += await conn.write(wire.subarray(off));
-    }
+    for (let i = 0; i < BOMBS_PER_CONNECTION; i++) await writeAll(conn, wire);
   })();
   let answers = 0;
-  let pending = new Uint8Array(0);
+  const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
   const buf = new Uint8Array(65536);
   while (answers < BOMBS_PER_CONNECTION) {
     const n = await conn.read(buf);
     if (n === null) break;
-    const next = new Uint8Array(pending.length + n);
-    next.set(pending);
-    next.set(buf.subarray(0, n), pending.length);
-    pending = next;
-    while (pending.length >= 4) {
-      const length = new DataView(pending.buffer, pending.byteOffset).getUint32(0);
-      if (pending.length < 4 + length) break;
-      const answer = JSON.parse(new TextDecoder().decode(pending.subarray(4, 4 + length)));
-      assert.equal(answer.status, "error");
+    for (const event of decoder.push(buf.subarray(0, n))) {
+      if (event.kind !== "frame") continue;
+      assert.equal(JSON.parse(new TextDecoder().decode(event.payload)).status, "error");
       answers++;
-      pending = pending.slice(4 + length);
     }
   }
   await writing;
   conn.close();
   return answers;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function run(target: string): Promise<{ hwmMb: number; memory: Record<string, number | boolean> }> {

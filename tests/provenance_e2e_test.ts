@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { PROVENANCE_FIELD } from "../server/provenance.ts";
+import { writeAll } from "../shared/bytes.ts";
 import { encodeFrame, FrameDecoder } from "../shared/frame_codec.ts";
 import { ALPN_V2, decodeMessage, encodeBatch, encodeHello, type V2Message } from "../shared/protocol.ts";
 import { readStored, startTestCollector, testCerts } from "./test_support.ts";
@@ -70,10 +71,7 @@ class Framed {
   constructor(readonly conn: Deno.TlsConn) {}
 
   async send(...payloads: Uint8Array[]): Promise<void> {
-    for (const p of payloads) {
-      const wire = encodeFrame(p);
-      for (let off = 0; off < wire.length;) off += await this.conn.write(wire.subarray(off));
-    }
+    for (const p of payloads) await writeAll(this.conn, encodeFrame(p));
   }
 
   async next(): Promise<Uint8Array> {
